@@ -1,0 +1,1 @@
+"""Built-in model adapters (installed as ``medmim_eval.adapters``)."""

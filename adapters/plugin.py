@@ -1,0 +1,28 @@
+"""Registers the built-in adapters."""
+from __future__ import annotations
+
+from typing import Callable
+
+from medmim_eval.hookspecs import hookimpl
+from medmim_eval.registry import AdapterEntry
+
+
+@hookimpl
+def register_adapters(register: Callable[[object], None]) -> None:
+    register(
+        AdapterEntry(
+            name="random",
+            description="baseline: a seeded uniform choice among the options; empty open answers",
+            factory="medmim_eval.adapters.baselines:make_random",
+            include_in_all=True,
+            example="random,seed=1",
+        )
+    )
+    register(
+        AdapterEntry(
+            name="majority",
+            description="baseline: the task's most frequent gold letter; empty open answers",
+            factory="medmim_eval.adapters.baselines:make_majority",
+            include_in_all=True,
+        )
+    )

@@ -1,0 +1,67 @@
+"""A response cache shared between runs, keyed by model fingerprint, prompt, image hashes and
+generation settings. SQLite, so several processes can share it."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from medmim_eval.adapter import GenerationResult, GenerationSettings
+from medmim_eval.schema import PromptRecord, Sample, content_hash
+
+
+class ImageHasher:
+    """SHA-256 of image files, computed once per path per run."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        digest = self._hashes.get(path)
+        if digest is None:
+            digest = content_hash(Path(path).read_bytes())
+            self._hashes[path] = digest
+        return digest
+
+
+def cache_key(fingerprint: dict[str, Any], sample: Sample, settings: GenerationSettings, hasher: ImageHasher) -> str:
+    parts = [
+        {"type": "image", "sha256": hasher(p.path)} if p.type == "image" else {"type": "text", "text": p.text}
+        for p in sample.prompt.parts
+    ]
+    payload = {"model": fingerprint, "prompt": parts, "settings": settings.as_dict()}
+    return content_hash(json.dumps(payload, sort_keys=True, default=str))
+
+
+class ResponseCache:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.commit()
+
+    def get(self, key: str) -> GenerationResult | None:
+        row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0])
+            sent = PromptRecord.model_validate(value["sent"]) if value.get("sent") else None
+            return GenerationResult(text=value["text"], sent=sent, tokens=value.get("tokens"))
+        except (ValueError, KeyError, TypeError):
+            return None  # an unreadable entry is a miss, not a failure
+
+    def put(self, key: str, result: GenerationResult) -> None:
+        value = {
+            "text": result.text,
+            "sent": result.sent.model_dump() if result.sent else None,
+            "tokens": result.tokens,
+        }
+        self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(value)))
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()

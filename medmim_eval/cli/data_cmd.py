@@ -1,0 +1,61 @@
+"""``medmim-eval data``: where the benchmark data is and what is missing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def data() -> None:
+    """Inspect the benchmark data."""
+
+
+@data.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory to inspect.")
+def status(data_dir: Path | None) -> None:
+    """Per task: benchmark file present, images present/missing, and where to get what is missing."""
+    from medmim_eval.datadir import DataPaths
+    from medmim_eval.errors import DataError
+    from medmim_eval.images import check_images
+    from medmim_eval.medmim_format import load_medmim_file, source_of
+    from medmim_eval.tasks.official import OFFICIAL_TASKS, SOURCE_ACCESS
+    from medmim_eval.tasks_api import TaskContext
+    from medmim_eval.datadir import cache_dir
+
+    paths = DataPaths.resolve(data_dir)
+    click.echo(f"data directory: {paths.root}  (from {paths.origin['root']})")
+    for name in sorted(paths.folders):
+        folder = paths.folder(name)
+        mark = "present" if folder.is_dir() else "absent"
+        click.echo(f"  {name + '/':<10} {folder}  [{mark}; {paths.origin.get(name)}]")
+    context = TaskContext(data=paths, cache_dir=cache_dir())
+    needed: set[str] = set()
+    click.echo("")
+    for task in OFFICIAL_TASKS:
+        path = task.path(context)
+        if not path.is_file():
+            click.echo(f"{task.name:<22} benchmark file missing: {path}")
+            needed.add("med-mim")
+            continue
+        try:
+            samples = task.load(context).samples
+        except DataError as exc:
+            click.echo(f"{task.name:<22} benchmark file invalid: {str(exc).splitlines()[0]}")
+            continue
+        check = check_images(samples, decode=False)
+        total = check.checked
+        missing = len(check.missing)
+        runnable = "runnable" if missing == 0 else "not runnable"
+        click.echo(f"{task.name:<22} {len(samples)} items; images {total - missing}/{total} present -> {runnable}")
+        if missing:
+            folders = sorted({f for s in samples for f in [source_of(s.metadata.get('source_tag', ''))[1]] if f
+                              and any(p in check.missing for p in s.image_paths)})
+            needed.update(folders)
+            click.echo(f"{'':<22} missing images come from: {', '.join(folders)}; "
+                       f"builder: medmim-eval data build {task.builder} (issue 6)" if task.builder else "")
+    if needed:
+        click.echo("\nwhere to get what is missing:")
+        for name in sorted(needed):
+            click.echo(f"  {name}: {SOURCE_ACCESS[name]}")
+            click.echo(f"  {'':<{len(name)}}  -> place under {paths.folder(name)} (or set the folder in the config / environment)")

@@ -1,0 +1,40 @@
+"""``medmim-eval list``: what is registered."""
+from __future__ import annotations
+
+import click
+
+from medmim_eval.cli.context import get_host
+
+WHAT = ("adapters", "tasks", "builders", "recipes")
+
+
+@click.command("list")
+@click.argument("what", type=click.Choice(WHAT), required=False)
+@click.pass_context
+def list_(ctx: click.Context, what: str | None) -> None:
+    """List registered adapters, tasks (and groups), dataset builders and training recipes."""
+    host = get_host(ctx)
+    for kind in (what,) if what else WHAT:
+        click.echo(f"{kind}:")
+        if kind == "adapters":
+            for name in host.adapters:
+                entry = host.adapters.get(name)
+                extras = f" [needs medmim-eval[{','.join(entry.extras)}]]" if entry.extras else ""
+                click.echo(f"  {name:<18} {entry.description}{extras}  ({host.adapters.owners[name]})")
+        elif kind == "tasks":
+            for name in host.tasks:
+                click.echo(f"  {name:<22} {host.tasks.get(name).description}  ({host.tasks.owners[name]})")
+            for name in host.groups:
+                group = host.groups.get(name)
+                click.echo(f"  {name:<22} group: {', '.join(group.members)}")
+            click.echo("  (append :closed or :open to select a subset; a path to a Med-MIM .json file also works)")
+        elif kind == "builders":
+            for name in host.builders:
+                click.echo(f"  {name:<18} {host.builders.get(name).description}")
+            if not host.builders.names():
+                click.echo("  (none registered)")
+        else:
+            for name in host.recipes:
+                click.echo(f"  {name:<18} {host.recipes.get(name).description}")
+            if not host.recipes.names():
+                click.echo("  (none registered)")

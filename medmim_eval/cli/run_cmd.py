@@ -1,0 +1,116 @@
+"""``medmim-eval run``: evaluate models on tasks into a resumable run directory."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from medmim_eval.cli.context import get_host
+from medmim_eval.errors import MedmimError
+
+DEFAULT_RUNS_DIR = "runs"
+
+
+def _default_output(models: str, tasks: str) -> Path:
+    """A directory named after the models and tasks, so rerunning the same command resumes."""
+    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{models}__{tasks}").strip("_")
+    if len(slug) > 80:
+        from medmim_eval.schema import content_hash
+
+        slug = f"{slug[:60]}-{content_hash(slug, 10)}"
+    return Path(DEFAULT_RUNS_DIR) / slug
+
+
+def _read_models_file(path: Path) -> list[object]:
+    import yaml
+
+    from medmim_eval.adapter import spec_from_mapping
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MedmimError(f"{path}: cannot read the models file ({exc})") from None
+    items = data.get("models") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise MedmimError(f"{path}: expected a list of models (or a mapping with 'models:')")
+    return [spec_from_mapping(item, f"{path}: model {i + 1}") for i, item in enumerate(items)]
+
+
+@click.command()
+@click.option("--models", "-m", "models_text", default=None, metavar="SPEC[,SPEC...]",
+              help="Models: ADAPTER[:TARGET][,key=value...], e.g. random or "
+              "openai:gpt-4o,base_url=http://127.0.0.1:8000/v1; 'all' = every registered baseline/model.")
+@click.option("--models-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML list of model specs (strings or {adapter, target, options, label}).")
+@click.option("--tasks", "-t", "tasks_text", required=True, metavar="TASK[,TASK...]",
+              help="Tasks or groups (held-in, held-out, all, synth), optionally with :closed/:open, or a Med-MIM JSON path.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory. Default: runs/<models>__<tasks>. Rerunning into it resumes.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory (med-mim/, vqa-rad/, odir/, ...). Default: $MEDMIM_DATA_DIR, config, ~/.local/share/medmim-eval.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of each task and kind.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for baselines and sampling.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight per model (adapters that allow it).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--skip-missing", is_flag=True, help="Skip samples whose images are missing or unreadable (counted in the manifest).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no leaderboard.")
+@click.pass_context
+def run(ctx: click.Context, models_text: str | None, models_file: Path | None, tasks_text: str, output: Path | None,
+        data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
+        skip_missing: bool, no_cache: bool, quiet: bool) -> None:
+    """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl."""
+    from medmim_eval.adapter import GenerationSettings, parse_model_specs
+    from medmim_eval.datadir import DataPaths
+    from medmim_eval.run_setup import RunOptions, prepare_run
+    from medmim_eval.runner import run_prepared
+    from medmim_eval.tasks_api import select_tasks
+
+    if not models_text and not models_file:
+        raise click.UsageError("give --models SPEC[,SPEC...] or --models-file FILE")
+    host = get_host(ctx)
+    specs = parse_model_specs(models_text) if models_text else []
+    if models_file:
+        specs.extend(_read_models_file(models_file))  # type: ignore[arg-type]
+    options = RunOptions(
+        models=specs,
+        tasks=select_tasks(tasks_text, host),
+        output=output or _default_output(models_text or models_file.stem, tasks_text),  # type: ignore[union-attr]
+        data=DataPaths.resolve(data_dir),
+        limit=limit,
+        seed=seed,
+        concurrency=concurrency,
+        skip_missing=skip_missing,
+        use_cache=not no_cache,
+        settings=GenerationSettings(max_new_tokens=max_new_tokens, seed=seed),
+        argv=["medmim-eval", *sys.argv[1:]],
+    )
+    prepared = prepare_run(options, host)
+    display = _display(quiet)
+    summary = run_prepared(prepared, host, display)
+
+    for label, skipped in summary.skipped.items():
+        click.echo(f"skipped in {label}: {skipped.get('samples', 0)} samples "
+                   f"({skipped.get('missing_images', 0)} missing, {skipped.get('unreadable_images', 0)} unreadable images)", err=True)
+    if not quiet:
+        from medmim_eval.leaderboard import build_tables, print_rich
+
+        print_rich(build_tables(summary.results.cells))
+    click.echo(
+        f"{summary.computed} computed ({summary.from_cache} from cache), {summary.reused} already done, "
+        f"{summary.errors} errors -> {options.output}",
+        err=True,
+    )
+    if summary.model_failures or summary.errors:
+        failed = f"{len(summary.model_failures)} model(s) failed to load; " if summary.model_failures else ""
+        raise MedmimError(f"{failed}{summary.errors} sample(s) ended in errors; rerun the same command to retry them")
+
+
+def _display(quiet: bool):  # type: ignore[no-untyped-def]
+    from medmim_eval.progress import PlainDisplay, QuietDisplay, RichDisplay
+
+    if quiet:
+        return QuietDisplay()
+    return RichDisplay() if sys.stderr.isatty() else PlainDisplay()

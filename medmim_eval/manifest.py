@@ -1,0 +1,130 @@
+"""Building and updating ``manifest.json``: what ran, with which code, data, plugins and settings."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from medmim_eval import __version__
+from medmim_eval.errors import MedmimError
+from medmim_eval.extract import EXTRACTION_RULE_VERSION
+from medmim_eval.metrics import OpenScorer
+from medmim_eval.plugins import PluginHost
+from medmim_eval.records import MANIFEST_FILE
+from medmim_eval.schema import (
+    Invocation,
+    ModelInfo,
+    PluginFailureRecord,
+    PluginRecord,
+    RunManifest,
+    TaskInfo,
+)
+
+PACKAGES = ("pydantic", "pluggy", "click", "rich", "pillow", "rouge-score", "sacrebleu",
+            "torch", "transformers", "vllm", "openai", "bert-score")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def metric_definitions() -> dict[str, object]:
+    return {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": OpenScorer.definition()}
+
+
+def read_manifest(run_dir: Path) -> RunManifest | None:
+    path = run_dir / MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        return RunManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+        raise MedmimError(
+            f"{path}: not a readable run manifest ({type(exc).__name__}); "
+            "use another --output or move the file away"
+        ) from None
+
+
+def start_manifest(run_dir: Path, argv: list[str], seed: int, generation: dict[str, object], host: PluginHost) -> RunManifest:
+    """The existing manifest with a new invocation, or a fresh one."""
+    manifest = read_manifest(run_dir) or RunManifest(
+        run_id=uuid.uuid4().hex[:12],
+        created_at=now(),
+        harness_version=__version__,
+        seed=seed,
+        generation=generation,
+    )
+    manifest.harness_version = __version__
+    manifest.git_commit = git_commit()
+    manifest.seed = seed
+    manifest.generation = generation
+    manifest.metrics = metric_definitions()
+    manifest.packages = package_versions()
+    manifest.host = {"python": sys.version.split()[0], "platform": platform.platform(),
+                     "machine": platform.machine(), "cpus": os.cpu_count()}
+    manifest.plugins = [
+        PluginRecord(name=p.name, distribution=p.distribution, version=p.version, hooks=p.hooks)
+        for p in host.plugins.values()
+    ]
+    manifest.plugin_failures = [
+        PluginFailureRecord(name=f.name, distribution=f.distribution, error=f.error) for f in host.failures
+    ]
+    manifest.invocations.append(Invocation(started_at=now(), argv=argv))
+    return manifest
+
+
+def add_model(manifest: RunManifest, info: ModelInfo) -> None:
+    """Record a model; refuse a different model under a name this run directory already holds."""
+    for i, existing in enumerate(manifest.models):
+        if existing.id == info.id:
+            if existing.fingerprint != info.fingerprint:
+                raise MedmimError(
+                    f"model '{info.id}' in this run directory was evaluated with a different "
+                    f"fingerprint ({existing.fingerprint} vs {info.fingerprint}); use another --output, "
+                    "or give this model a different label=NAME"
+                )
+            manifest.models[i] = info
+            return
+    manifest.models.append(info)
+
+
+def add_task(manifest: RunManifest, info: TaskInfo) -> None:
+    """Record a task; refuse changed task data under a name this run directory already holds."""
+    for i, existing in enumerate(manifest.tasks):
+        if existing.name == info.name:
+            if existing.sha256 != info.sha256:
+                raise MedmimError(
+                    f"the data of task '{info.name}' changed since this run directory was written "
+                    f"(sha256 {existing.sha256[:12]} vs {info.sha256[:12]}); use another --output"
+                )
+            info.kinds = sorted(set(existing.kinds) | set(info.kinds))  # type: ignore[assignment]
+            manifest.tasks[i] = info
+            return
+    manifest.tasks.append(info)

@@ -1,0 +1,121 @@
+"""Registries of named things (adapters, tasks, builders, recipes) filled by plugins."""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from medmim_eval.errors import PluginError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """A model adapter, registered as a lazy factory so registering imports no backend.
+
+    ``factory`` is a callable or an ``"module:attribute"`` path; it is called as
+    ``factory(target, options, context)`` and returns a ``ModelAdapter``.
+    """
+
+    name: str
+    description: str
+    factory: str | Callable[..., Any]
+    extras: tuple[str, ...] = ()
+    target: str = "none"  # "none", "optional" or "required"
+    include_in_all: bool = False
+    example: str = ""
+
+    def load_factory(self) -> Callable[..., Any]:
+        return resolve_callable(self.factory)
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """A task: ``loader(context)`` returns a ``LoadedTask``. ``table``/``column`` place it in views."""
+
+    name: str
+    description: str
+    loader: str | Callable[..., Any]
+    ability: str = ""
+    table: str = "Other tasks"
+    column: str = ""
+    group: str = ""
+
+    def load_loader(self) -> Callable[..., Any]:
+        return resolve_callable(self.loader)
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    name: str
+    description: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuilderEntry:
+    name: str
+    description: str
+    builder: str | Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    name: str
+    description: str
+    recipe: str | Callable[..., Any]
+
+
+def resolve_callable(ref: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Import ``"module:attr"`` lazily; pass callables through."""
+    if callable(ref):
+        return ref
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Registry(Generic[T]):
+    """Name -> entry, remembering which plugin registered each name."""
+
+    kind: str
+    entries: dict[str, T] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, entry: T, plugin: str) -> None:
+        if name in self.entries:
+            raise PluginError(
+                f"{self.kind} '{name}' is registered by both plugin '{self.owners[name]}' and "
+                f"plugin '{plugin}'; uninstall or disable one of them"
+            )
+        self.entries[name] = entry
+        self.owners[name] = plugin
+
+    def get(self, name: str) -> T:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise UnknownNameError(unknown_name_message(self.kind, name, list(self.entries))) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.entries))
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def by_plugin(self, plugin: str) -> list[str]:
+        return sorted(n for n, p in self.owners.items() if p == plugin)
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    listing = ", ".join(sorted(known)) or "none registered"
+    return f"unknown {kind} '{name}'.{hint} Available: {listing}"

@@ -1,0 +1,207 @@
+"""The data model. Everything written to disk is a pydantic model carrying a schema version."""
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medmim_eval import SCHEMA_VERSION
+
+Kind = Literal["closed", "open"]
+UNPARSEABLE = "unparseable"
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(BaseModel):
+    """An image in the prompt; ``index`` is its position among the sample's images (0-based)."""
+
+    model_config = ConfigDict(frozen=True)
+    type: Literal["image"] = "image"
+    index: int
+    path: str
+
+
+PromptPart = Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]
+
+
+class Prompt(BaseModel):
+    """The interleaved user message: text and image parts in their original order."""
+
+    model_config = ConfigDict(frozen=True)
+    parts: list[PromptPart]
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [p for p in self.parts if isinstance(p, ImagePart)]
+
+    @property
+    def text(self) -> str:
+        """The text parts joined, without image placeholders."""
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    def render(self, image_token: str = "<image>") -> str:
+        """The prompt as one string with ``image_token`` where each image goes."""
+        return "".join(p.text if isinstance(p, TextPart) else image_token for p in self.parts)
+
+
+class Sample(BaseModel):
+    """One benchmark question. ``key`` is stable across runs: file, index and a content hash."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    task: str
+    ability: str
+    source: str
+    item_id: str
+    file: str
+    index: int
+    images: list[str]
+    image_paths: list[str]
+    prompt: Prompt
+    question: str
+    kind: Kind
+    options: dict[str, str] = Field(default_factory=dict)
+    answer: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def image_set(self) -> tuple[str, ...]:
+        """The images as a sorted tuple: items sharing it form one cluster for resampling."""
+        return tuple(sorted(self.images))
+
+
+class PromptRecord(BaseModel):
+    """What the model actually received, as reported by the adapter."""
+
+    n_images: int
+    image_order: list[int] = Field(default_factory=list)
+    image_sizes: list[tuple[int, int]] = Field(default_factory=list)
+    rendered_prompt_sha256: str | None = None
+    images_dropped: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+
+class ModelError(BaseModel):
+    type: str
+    message: str
+    attempts: int = 1
+
+
+class SampleRecord(BaseModel):
+    """One line of ``samples.jsonl``: a sample answered (or failed) by one model."""
+
+    version: int = SCHEMA_VERSION
+    key: str
+    task: str
+    model: str
+    kind: Kind
+    ability: str
+    source: str
+    item_id: str
+    n_images: int
+    image_set: str = ""
+    gold: str
+    sent: PromptRecord | None = None
+    output: str | None = None
+    extracted: str | None = None
+    correct: bool | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    error: ModelError | None = None
+    latency_s: float | None = None
+    tokens: dict[str, int] | None = None
+    cached: bool = False
+    finished_at: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.error is None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    spec: str
+    adapter: str
+    plugin: str
+    fingerprint: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskInfo(BaseModel):
+    name: str
+    kinds: list[Kind]
+    files: list[str]
+    sha256: str
+    n_samples: int
+    n_skipped: int = 0
+    skipped_reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class PluginRecord(BaseModel):
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    hooks: list[str] = Field(default_factory=list)
+
+
+class PluginFailureRecord(BaseModel):
+    name: str
+    distribution: str | None = None
+    error: str
+
+
+class Invocation(BaseModel):
+    started_at: str
+    finished_at: str | None = None
+    argv: list[str]
+    status: str = "running"
+
+
+class RunManifest(BaseModel):
+    version: int = SCHEMA_VERSION
+    run_id: str
+    created_at: str
+    harness_version: str
+    git_commit: str | None = None
+    invocations: list[Invocation] = Field(default_factory=list)
+    models: list[ModelInfo] = Field(default_factory=list)
+    tasks: list[TaskInfo] = Field(default_factory=list)
+    generation: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    plugins: list[PluginRecord] = Field(default_factory=list)
+    plugin_failures: list[PluginFailureRecord] = Field(default_factory=list)
+    packages: dict[str, str] = Field(default_factory=dict)
+    host: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResultCell(BaseModel):
+    """One model x task x kind cell of ``results.json``."""
+
+    model: str
+    task: str
+    kind: Kind
+    n: int
+    n_scored: int
+    score: float | None
+    unparseable_rate: float | None = None
+    errors: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class Results(BaseModel):
+    version: int = SCHEMA_VERSION
+    run_id: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    cells: list[ResultCell] = Field(default_factory=list)
+
+
+def content_hash(data: bytes | str, length: int = 64) -> str:
+    """Hex SHA-256 of ``data`` (strings are UTF-8 encoded), cut to ``length`` characters."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()[:length]

@@ -1,0 +1,1 @@
+"""Fine-tuning recipes (installed as ``medmim_eval.training_recipes``)."""
