@@ -185,8 +185,9 @@ def _collect(host: PluginHost) -> None:
     """Call each registration hook plugin by plugin, so one failure stays with its plugin."""
     for hook_name in REGISTRATION_HOOKS:
         caller = getattr(host.pm.hook, hook_name)
-        # pluggy returns implementations last-registered first; built-ins should register first.
-        for impl in reversed(caller.get_hookimpls()):
+        # get_hookimpls() lists implementations in registration order: built-ins come first and
+        # keep their names when a later plugin registers a duplicate.
+        for impl in caller.get_hookimpls():
             plugin = impl.plugin_name
             register = _make_register(host, plugin, hook_name)
             try:

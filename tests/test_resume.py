@@ -1,0 +1,111 @@
+"""Resuming: a SIGKILL at any moment loses nothing finished, and nothing finished is recomputed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import CLI, run_cli
+
+from medmim_eval.records import RecordStore
+from medmim_eval.schema import SampleRecord
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_sigkill_mid_run_then_rerun_completes_without_recomputing(plugin_site: Path, shared_data: Path, tmp_path: Path) -> None:
+    out, log = tmp_path / "run", tmp_path / "calls.jsonl"
+    args = ["run", "--models", f"echo-test,delay=0.02,batch=2,concurrency=2,log={log}", "--tasks", "held-out-rad",
+            "--output", str(out), "--data-dir", str(shared_data), "--no-cache", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(plugin_site))
+    process = subprocess.Popen([CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = out / "samples.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 60):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first_run = {r["key"] for r in _records(out)}
+    assert 60 <= len(first_run) < 366, "the kill must land mid-run"
+    with open(samples, "a") as handle:  # what a kill in the middle of a write leaves behind
+        handle.write('{"version": 1, "key": "torn')
+
+    result = run_cli(*args, pythonpath=[plugin_site])
+    assert result.returncode == 0, result.stderr
+    records = [SampleRecord.model_validate(r) for r in _records(out)]
+    keys = [r.key for r in records]
+    assert len(keys) == len(set(keys)) == 366  # no sample lost, none recorded twice
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    second_pid = {c["pid"] for c in calls} - {process.pid}
+    recomputed = {c["key"] for c in calls if c["pid"] in second_pid} & first_run
+    assert not recomputed
+    assert json.loads((out / "results.json").read_text())["cells"][0]["n"] in (293, 73)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["status"] for i in manifest["invocations"]] == ["running", "finished"]
+
+
+def test_torn_last_line_is_dropped_and_truncated(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    good = SampleRecord(key="k1", task="t", model="m", kind="closed", ability="a", source="s", item_id="i",
+                        n_images=2, gold="A", output="A", extracted="A", correct=True)
+    store.append(good)
+    store.close()
+    with open(store.path, "a") as handle:
+        handle.write('{"key": "k2", "tas')
+    loaded = RecordStore(tmp_path).load()
+    assert list(loaded) == [("m", "k1")]
+    assert store.path.read_text().endswith("\n") and store.path.read_text().count("\n") == 1
+
+
+def test_errored_samples_are_retried_with_attempts_counted(plugin_site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    base = ["run", "--tasks", "toy-shapes", "--output", str(out), "--no-cache", "--quiet"]
+    failing = run_cli(*base, "--models", "echo-test,fail=#3#,label=echo", pythonpath=[plugin_site])
+    assert failing.returncode != 0 and "1 sample(s) ended in errors" in failing.stderr
+    errored = [r for r in _records(out) if r["error"]]
+    assert len(errored) == 1
+    assert errored[0]["error"] == {"type": "RuntimeError", "message": errored[0]["error"]["message"], "attempts": 1}
+    assert errored[0]["correct"] is None and errored[0]["extracted"] is None  # not scored as wrong
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    closed = next(c for c in cells if c["kind"] == "closed")
+    assert closed["errors"] == 1 and closed["n_scored"] == closed["n"] - 1 and closed["score"] == 100.0
+
+    again = run_cli(*base, "--models", "echo-test,fail=#3#,label=echo", pythonpath=[plugin_site])
+    assert again.returncode != 0
+    latest = RecordStore(out).load()
+    assert [r.error.attempts for r in latest.values() if r.error] == [2]
+    fixed = run_cli(*base, "--models", "echo-test,label=echo", pythonpath=[plugin_site])
+    assert fixed.returncode == 0, fixed.stderr
+    assert not [r for r in RecordStore(out).load().values() if r.error]
+
+
+def test_response_cache_serves_another_run(plugin_site: Path, tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    spec = f"echo-test,log={log}"
+    first = run_cli("run", "--models", spec, "--tasks", "toy-shapes", "-o", str(tmp_path / "a"), "-q", pythonpath=[plugin_site])
+    assert first.returncode == 0, first.stderr
+    calls_after_first = len(log.read_text().splitlines())
+    assert calls_after_first == 13
+    second = run_cli("run", "--models", spec, "--tasks", "toy-shapes", "-o", str(tmp_path / "b"), "-q", pythonpath=[plugin_site])
+    assert second.returncode == 0, second.stderr
+    assert len(log.read_text().splitlines()) == calls_after_first  # every answer came from the cache
+    records = _records(tmp_path / "b")
+    assert all(r["cached"] for r in records) and len(records) == 13
+    third = run_cli("run", "--models", spec, "--tasks", "toy-shapes", "-o", str(tmp_path / "c"), "-q", "--no-cache",
+                    pythonpath=[plugin_site])
+    assert third.returncode == 0 and len(log.read_text().splitlines()) == 2 * calls_after_first
+
+
+def test_a_different_model_under_the_same_name_is_refused(tmp_path: Path) -> None:
+    from test_plugins import _tiny_task
+
+    task = _tiny_task(tmp_path)
+    out = tmp_path / "run"
+    assert run_cli("run", "-m", "random,seed=1", "-t", str(task), "-o", str(out), "-q").returncode == 0
+    clash = run_cli("run", "-m", "random,seed=2", "-t", str(task), "-o", str(out), "-q")
+    assert clash.returncode == 2 and "different fingerprint" in clash.stderr
