@@ -151,13 +151,14 @@ def print_rich(tables: list[Table], console: object | None = None) -> None:
         console = Console() if sys.stdout.isatty() else Console(width=240)
     for table in tables:
         rich_table = RichTable(title=table.title, title_justify="left")
-        rich_table.add_column("Model", style="cyan", no_wrap=True)
+        rich_table.add_column("Model", style="cyan", no_wrap=True, min_width=max(map(len, table.rows), default=5))
         previous_group = previous_label = None
         for column in table.columns:
             group = column.group if column.group != previous_group else ""
             label = column.label if column.label != previous_label else ""
             previous_group, previous_label = column.group, column.label
-            rich_table.add_column(f"{group}\n{label}\n{KIND_LETTER[column.kind]}", justify="right")
+            rich_table.add_column(f"{group}\n{label}\n{KIND_LETTER[column.kind]}", justify="right",
+                                  min_width=max(6, len(group), len(label)), no_wrap=True)
         marks = [table.ranks(i) for i in range(len(table.columns))]
         for model, values in table.rows.items():
             cells = []
@@ -166,9 +167,14 @@ def print_rich(tables: list[Table], console: object | None = None) -> None:
                 style = "bold" if value is not None and model in best else "underline" if value is not None and model in second else ""
                 cells.append(f"[{style}]{fmt(value)}[/{style}]" if style else fmt(value))
             rich_table.add_row(model, *cells)
-        console.print(rich_table)  # type: ignore[attr-defined]
+        # Never squeeze numbers into ellipses: a narrow terminal wraps lines instead.
+        needed = Console(width=10_000).measure(rich_table).maximum
+        target = console
+        if needed > console.width:  # type: ignore[attr-defined]
+            target = Console(file=console.file, width=needed, force_terminal=console.is_terminal)  # type: ignore[attr-defined]
+        target.print(rich_table)  # type: ignore[attr-defined]
         for note in table.notes:
-            console.print(f"[dim]{note}[/dim]")  # type: ignore[attr-defined]
+            console.print(note, style="dim", highlight=False)  # type: ignore[attr-defined]
 
 
 def cells_from_runs(run_dirs: list[Path]) -> list[ResultCell]:
