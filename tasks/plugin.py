@@ -7,6 +7,15 @@ from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import TaskEntry, TaskGroup
 from medmim_eval.tasks.official import OFFICIAL_TASKS
 
+# The synthetic suite's names, kept here so registering does not import its generator (PIL).
+SYNTH_TASKS: tuple[tuple[str, str, str, str], ...] = (
+    # (task name, ability, column, loader in medmim_eval.tasks.synth)
+    ("synth-temporal", "temporal", "Temporal", "load_temporal"),
+    ("synth-reasoning", "reasoning", "Reasoning", "load_reasoning"),
+    ("synth-comparison", "comparison", "Comparison", "load_comparison"),
+    ("synth-coreference", "co-reference", "Co-reference", "load_coreference"),
+)
+
 
 @hookimpl
 def register_tasks(register: Callable[[object], None]) -> None:
@@ -27,3 +36,16 @@ def register_tasks(register: Callable[[object], None]) -> None:
     register(TaskGroup("held-in", "the four Med-MIM abilities", held_in))
     register(TaskGroup("held-out", "MIM-RAD and MIM-ODIR", held_out))
     register(TaskGroup("all", "all six Med-MIM benchmark tasks", held_in + held_out))
+    for name, ability, column, loader in SYNTH_TASKS:
+        register(
+            TaskEntry(
+                name=name,
+                description=f"Synthetic {column.lower()} (bundled, generated on first use; no download)",
+                loader=f"medmim_eval.tasks.synth:{loader}",
+                ability=ability,
+                table="Synthetic",
+                group="Synthetic",
+                column=column,
+            )
+        )
+    register(TaskGroup("synth", "the bundled synthetic suite (four abilities, no download)", tuple(t[0] for t in SYNTH_TASKS)))
