@@ -61,7 +61,11 @@ class ResponseCache:
             "tokens": result.tokens,
         }
         self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(value)))
+
+    def commit(self) -> None:
+        """Make the answers put so far durable (called once per batch, not per answer)."""
         self._db.commit()
 
     def close(self) -> None:
+        self._db.commit()
         self._db.close()

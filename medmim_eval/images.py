@@ -20,8 +20,7 @@ class ImageCheck:
         return set(self.missing) | set(self.unreadable)
 
     def sample_ok(self, sample: Sample) -> bool:
-        bad = self.bad_paths
-        return not any(p in bad for p in sample.image_paths)
+        return not any(p in self.missing or p in self.unreadable for p in sample.image_paths)
 
 
 def check_images(samples: Iterable[Sample], decode: bool = True) -> ImageCheck:

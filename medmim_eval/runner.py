@@ -99,6 +99,8 @@ class _Cell:
             elif use_cache and sample.key not in from_cache and isinstance(result, GenerationResult):
                 runner.cache.put(keys[sample.key], result)  # type: ignore[union-attr]
             runner.store.append(record)
+        if use_cache:
+            runner.cache.commit()  # type: ignore[union-attr]
         runner.summary.computed += len(batch) - len(from_cache)
         runner.summary.from_cache += len(from_cache)
         runner.summary.errors += errors
