@@ -21,7 +21,8 @@ from medmim_eval.records import MANIFEST_FILE, RESULTS_FILE, RecordStore, write_
 from medmim_eval.registry import AdapterEntry
 from medmim_eval.run_setup import PreparedRun, PreparedTask
 from medmim_eval.schema import ModelError, ModelInfo, Results, Sample, SampleRecord, TaskInfo
-from medmim_eval.scoring import aggregate, score_answer
+from medmim_eval.scoring import aggregate, aggregate_by_source, score_answer
+from medmim_eval.stats import BootstrapSettings
 
 CACHE_FILE = "responses.sqlite"
 
@@ -110,7 +111,7 @@ class _Cell:
         base = dict(
             key=sample.key, task=sample.task, model=self.adapter.model_id, kind=sample.kind,
             ability=sample.ability, source=sample.source, item_id=sample.item_id,
-            n_images=len(sample.images), image_set="|".join(sample.image_set), gold=sample.answer,
+            n_images=len(sample.images), n_options=len(sample.options) or None, image_set="|".join(sample.image_set), gold=sample.answer,
             finished_at=now(),
         )
         if isinstance(result, BaseException):
@@ -165,9 +166,11 @@ class Runner:
             self.store.close()
             if self.cache is not None:
                 self.cache.close()
-            final = self.store.load(repair=False)
+            final = list(self.store.load(repair=False).values())
+            bootstrap = BootstrapSettings(seed=options.seed)
             self.summary.results = Results(
-                run_id=manifest.run_id, metrics=manifest.metrics, cells=aggregate(final.values())
+                run_id=manifest.run_id, metrics=manifest.metrics, bootstrap=bootstrap.describe(),
+                cells=aggregate(final, bootstrap), by_source=aggregate_by_source(final, bootstrap),
             )
             write_json_atomic(self.run_dir / RESULTS_FILE, self.summary.results)
             manifest.invocations[-1].finished_at = now()

@@ -105,6 +105,7 @@ class SampleRecord(BaseModel):
     source: str
     item_id: str
     n_images: int
+    n_options: int | None = None
     image_set: str = ""
     gold: str
     sent: PromptRecord | None = None
@@ -112,6 +113,7 @@ class SampleRecord(BaseModel):
     extracted: str | None = None
     correct: bool | None = None
     scores: dict[str, float] = Field(default_factory=dict)
+    scores_pending: list[str] = Field(default_factory=list)
     error: ModelError | None = None
     latency_s: float | None = None
     tokens: dict[str, int] | None = None
@@ -180,24 +182,38 @@ class RunManifest(BaseModel):
 
 
 class ResultCell(BaseModel):
-    """One model x task x kind cell of ``results.json``."""
+    """One model x task x kind cell of ``results.json`` (or of one source inside it).
+
+    Scores are on 0-100: closed accuracy in percent, the open score as defined in
+    ``Results.metrics``. ``ci_low``/``ci_high`` bound a 95% cluster-bootstrap interval of ``score``;
+    ``chance`` is the mean of 100/k over the cell's closed items (k options) and
+    ``chance_normalised`` is ``100 * (acc - chance) / (100 - chance)``.
+    """
 
     model: str
     task: str
     kind: Kind
+    source: str | None = None
     n: int
     n_scored: int
     score: float | None
     unparseable_rate: float | None = None
     errors: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
+    chance: float | None = None
+    chance_normalised: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_clusters: int = 0
 
 
 class Results(BaseModel):
     version: int = SCHEMA_VERSION
     run_id: str
     metrics: dict[str, Any] = Field(default_factory=dict)
+    bootstrap: dict[str, Any] = Field(default_factory=dict)
     cells: list[ResultCell] = Field(default_factory=list)
+    by_source: list[ResultCell] = Field(default_factory=list)
 
 
 def content_hash(data: bytes | str, length: int = 64) -> str:

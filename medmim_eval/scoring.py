@@ -7,6 +7,7 @@ from typing import Iterable
 from medmim_eval.extract import extract_choice
 from medmim_eval.metrics import OpenScorer
 from medmim_eval.schema import UNPARSEABLE, ResultCell, Sample, SampleRecord
+from medmim_eval.stats import BootstrapSettings, chance_level, chance_normalised, cluster_bootstrap_ci
 
 
 def score_answer(sample: Sample, output: str, scorer: OpenScorer) -> tuple[str | None, bool | None, dict[str, float]]:
@@ -18,8 +19,8 @@ def score_answer(sample: Sample, output: str, scorer: OpenScorer) -> tuple[str |
     return None, None, scorer.score(output, sample.answer)
 
 
-def aggregate(records: Iterable[SampleRecord]) -> list[ResultCell]:
-    """Per model x task x kind: n, score, unparseable rate, errors.
+def aggregate(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = BootstrapSettings()) -> list[ResultCell]:
+    """Per model x task x kind: n, score, unparseable rate, errors, chance, CI.
 
     Errored records count in ``n`` and ``errors`` but never in the score: a failure is not a
     wrong answer.
@@ -27,26 +28,42 @@ def aggregate(records: Iterable[SampleRecord]) -> list[ResultCell]:
     groups: dict[tuple[str, str, str], list[SampleRecord]] = defaultdict(list)
     for record in records:
         groups[(record.model, record.task, record.kind)].append(record)
-    cells = []
-    for (model, task, kind), items in sorted(groups.items()):
-        scored = [r for r in items if r.error is None]
-        errors = len(items) - len(scored)
-        metrics: dict[str, float] = {}
-        unparseable = None
-        score = None
-        if scored:
-            if kind == "closed":
-                score = 100.0 * sum(bool(r.correct) for r in scored) / len(scored)
-                unparseable = sum(r.extracted == UNPARSEABLE for r in scored) / len(scored)
-                metrics["accuracy"] = score
-            else:
-                names = sorted({name for r in scored for name in r.scores})
-                metrics = {n: sum(r.scores.get(n, 0.0) for r in scored) / len(scored) for n in names}
-                score = metrics.get("open_score")
-        cells.append(
-            ResultCell(
-                model=model, task=task, kind=kind, n=len(items), n_scored=len(scored), score=score,
-                unparseable_rate=unparseable, errors=errors, metrics=metrics,
-            )
-        )
-    return cells
+    return [_cell(model, task, kind, None, items, bootstrap) for (model, task, kind), items in sorted(groups.items())]
+
+
+def aggregate_by_source(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = BootstrapSettings()) -> list[ResultCell]:
+    """The same cells split by source dataset (e.g. EMBED vs LUMIERE inside Temporal)."""
+    groups: dict[tuple[str, str, str, str], list[SampleRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.model, record.task, record.kind, record.source)].append(record)
+    return [_cell(m, t, k, s, items, bootstrap) for (m, t, k, s), items in sorted(groups.items())]
+
+
+def _cell(model: str, task: str, kind: str, source: str | None, items: list[SampleRecord],
+          bootstrap: BootstrapSettings) -> ResultCell:
+    scored = [r for r in items if r.error is None]
+    metrics: dict[str, float] = {}
+    unparseable = chance = normalised = None
+    score = None
+    values: list[float] = []
+    if scored:
+        if kind == "closed":
+            values = [100.0 if r.correct else 0.0 for r in scored]
+            score = sum(values) / len(values)
+            unparseable = sum(r.extracted == UNPARSEABLE for r in scored) / len(scored)
+            metrics["accuracy"] = score
+            chance = chance_level([r.n_options or 0 for r in scored])
+            normalised = chance_normalised(score, chance)
+        else:
+            names = sorted({name for r in scored for name in r.scores})
+            metrics = {n: sum(r.scores.get(n, 0.0) for r in scored) / len(scored) for n in names}
+            score = metrics.get("open_score")
+            values = [r.scores.get("open_score", 0.0) for r in scored]
+    clusters = [r.image_set or r.key for r in scored]
+    interval = cluster_bootstrap_ci(values, clusters, bootstrap) if score is not None else None
+    return ResultCell(
+        model=model, task=task, kind=kind, source=source, n=len(items), n_scored=len(scored), score=score,
+        unparseable_rate=unparseable, errors=len(items) - len(scored), metrics=metrics, chance=chance,
+        chance_normalised=normalised, ci_low=interval[0] if interval else None,
+        ci_high=interval[1] if interval else None, n_clusters=len(set(clusters)),
+    )
