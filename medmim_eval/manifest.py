@@ -10,13 +10,13 @@ import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from medmim_eval import __version__
 from medmim_eval.errors import MedmimError
 from medmim_eval.extract import EXTRACTION_RULE_VERSION
-from medmim_eval.metrics import OpenScorer
 from medmim_eval.plugins import PluginHost
 from medmim_eval.records import MANIFEST_FILE
 from medmim_eval.schema import (
@@ -55,8 +55,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def metric_definitions() -> dict[str, object]:
-    return {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": OpenScorer.definition()}
+def metric_definitions(open_definition: dict[str, Any]) -> dict[str, Any]:
+    return {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition}
+
+
+def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
+    """A definition without package versions: a patch upgrade does not block a resume."""
+    open_part = {k: v for k, v in (definition.get("open") or {}).items() if k != "versions"}
+    return {**definition, "open": open_part}
 
 
 def read_manifest(run_dir: Path) -> RunManifest | None:
@@ -72,9 +78,21 @@ def read_manifest(run_dir: Path) -> RunManifest | None:
         ) from None
 
 
-def start_manifest(run_dir: Path, argv: list[str], seed: int, generation: dict[str, object], host: PluginHost) -> RunManifest:
-    """The existing manifest with a new invocation, or a fresh one."""
-    manifest = read_manifest(run_dir) or RunManifest(
+def start_manifest(run_dir: Path, argv: list[str], seed: int, generation: dict[str, object], host: PluginHost,
+                   open_definition: dict[str, Any]) -> RunManifest:
+    """The existing manifest with a new invocation, or a fresh one.
+
+    Raises:
+        MedmimError: when the run directory was scored under another metric definition.
+    """
+    metrics = metric_definitions(open_definition)
+    existing = read_manifest(run_dir)
+    if existing is not None and existing.metrics and _comparable(existing.metrics) != _comparable(metrics):
+        raise MedmimError(
+            f"{run_dir} was scored with another metric definition ({_difference(existing.metrics, metrics)}); "
+            "use another --output, or the same --open-metrics as before"
+        )
+    manifest = existing or RunManifest(
         run_id=uuid.uuid4().hex[:12],
         created_at=now(),
         harness_version=__version__,
@@ -85,7 +103,7 @@ def start_manifest(run_dir: Path, argv: list[str], seed: int, generation: dict[s
     manifest.git_commit = git_commit()
     manifest.seed = seed
     manifest.generation = generation
-    manifest.metrics = metric_definitions()
+    manifest.metrics = metrics
     manifest.packages = package_versions()
     manifest.host = {"python": sys.version.split()[0], "platform": platform.platform(),
                      "machine": platform.machine(), "cpus": os.cpu_count()}
@@ -128,3 +146,11 @@ def add_task(manifest: RunManifest, info: TaskInfo) -> None:
             manifest.tasks[i] = info
             return
     manifest.tasks.append(info)
+
+
+def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    old_c, new_c = _comparable(old), _comparable(new)
+    if old_c.get("extraction_rule_version") != new_c.get("extraction_rule_version"):
+        return f"extraction rule {old_c.get('extraction_rule_version')} vs {new_c.get('extraction_rule_version')}"
+    keys = sorted(k for k in set(old_c["open"]) | set(new_c["open"]) if old_c["open"].get(k) != new_c["open"].get(k))
+    return "open metrics differ in " + ", ".join(keys)

@@ -8,6 +8,7 @@ from medmim_eval.adapter import GenerationSettings, ModelSpec
 from medmim_eval.datadir import DataPaths, cache_dir
 from medmim_eval.errors import DataError, MedmimError
 from medmim_eval.images import check_images
+from medmim_eval.metrics import OpenMetricsConfig, OpenScorer
 from medmim_eval.plugins import PluginHost
 from medmim_eval.registry import AdapterEntry
 from medmim_eval.schema import Sample
@@ -29,6 +30,7 @@ class RunOptions:
     use_cache: bool = True
     cache_dir: Path = field(default_factory=cache_dir)
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    open_metrics: OpenMetricsConfig = field(default_factory=OpenMetricsConfig)
     argv: list[str] = field(default_factory=list)
 
 
@@ -45,6 +47,7 @@ class PreparedRun:
     options: RunOptions
     models: list[tuple[ModelSpec, AdapterEntry]]
     tasks: list[PreparedTask]
+    scorer: OpenScorer
 
 
 def expand_all(specs: list[ModelSpec], host: PluginHost) -> list[ModelSpec]:
@@ -118,7 +121,10 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
             + "\nNo model was called. Get the missing data (`medmim-eval data status` says where), "
             "fix or remove the unreadable files, or pass --skip-missing to run the rest."
         )
-    return PreparedRun(options, models, prepared)
+    scorer = OpenScorer(options.open_metrics)
+    if any(s.kind == "open" for task in prepared for s in task.samples):
+        scorer.ensure_ready()  # a metric that cannot load fails here, before any model is called
+    return PreparedRun(options, models, prepared, scorer)
 
 
 def _limit(samples: list[Sample], limit: int | None) -> list[Sample]:

@@ -14,14 +14,13 @@ from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationRes
 from medmim_eval.cache import ImageHasher, ResponseCache, cache_key
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.manifest import add_model, add_task, now, start_manifest
-from medmim_eval.metrics import OpenScorer
 from medmim_eval.plugins import PluginHost
 from medmim_eval.progress import QuietDisplay, RunDisplay
 from medmim_eval.records import MANIFEST_FILE, RESULTS_FILE, RecordStore, write_json_atomic
 from medmim_eval.registry import AdapterEntry
 from medmim_eval.run_setup import PreparedRun, PreparedTask
 from medmim_eval.schema import ModelError, ModelInfo, Results, Sample, SampleRecord, TaskInfo
-from medmim_eval.scoring import aggregate, aggregate_by_source, score_answer
+from medmim_eval.scoring import aggregate, aggregate_by_source, finish_pending, score_answer
 from medmim_eval.stats import BootstrapSettings
 
 CACHE_FILE = "responses.sqlite"
@@ -46,6 +45,16 @@ class _Cell:
                  previous: dict[str, SampleRecord]) -> None:
         self.runner, self.adapter, self.fingerprint = runner, adapter, fingerprint
         self.task, self.previous = task, previous
+        # Open records waiting for batched metrics: this run's, plus any a killed run left behind.
+        self.pending: list[SampleRecord] = [r for r in previous.values() if r.done and r.scores_pending]
+
+    def finish_scoring(self) -> None:
+        """Batched metrics (BERTScore) over all the task's open answers, appended as final records."""
+        references = {s.key: s.answer for s in self.task.samples}
+        pending = [r for r in self.pending if r.key in references]
+        for record in finish_pending(pending, references, self.runner.scorer):
+            self.runner.store.append(record)
+        self.pending = []
 
     async def run(self, pending: list[Sample]) -> None:
         caps = self.adapter.capabilities
@@ -100,6 +109,8 @@ class _Cell:
             elif use_cache and sample.key not in from_cache and isinstance(result, GenerationResult):
                 runner.cache.put(keys[sample.key], result)  # type: ignore[union-attr]
             runner.store.append(record)
+            if record.scores_pending:
+                self.pending.append(record)
         if use_cache:
             runner.cache.commit()  # type: ignore[union-attr]
         runner.summary.computed += len(batch) - len(from_cache)
@@ -121,9 +132,10 @@ class _Cell:
             error = ModelError(type=type(result).__name__, message=message[0] if message else "", attempts=attempts)
             return SampleRecord(**base, error=error)
         extracted, correct, scores = score_answer(sample, result.text, self.runner.scorer)
+        pending = self.runner.scorer.pending_components(result.text) if sample.kind == "open" else []
         return SampleRecord(
             **base, sent=result.sent, output=result.text, extracted=extracted, correct=correct,
-            scores=scores, latency_s=round(latency, 6), tokens=result.tokens,
+            scores=scores, scores_pending=pending, latency_s=round(latency, 6), tokens=result.tokens,
         )
 
 
@@ -134,7 +146,7 @@ class Runner:
         self.display = display or QuietDisplay()
         self.run_dir = prepared.options.output
         self.store = RecordStore(self.run_dir)
-        self.scorer = OpenScorer()
+        self.scorer = prepared.scorer
         self.hasher = ImageHasher()
         self.cache: ResponseCache | None = None
         self.summary = RunSummary(run_dir=str(self.run_dir), results=Results(run_id=""))
@@ -145,7 +157,8 @@ class Runner:
         existing = self.store.load(repair=True)
         for note in self.store.dropped_lines:
             self.display.message(f"note: {self.store.path}: {note}")
-        manifest = start_manifest(self.run_dir, options.argv, options.seed, options.settings.as_dict(), self.host)
+        manifest = start_manifest(self.run_dir, options.argv, options.seed, options.settings.as_dict(), self.host,
+                                  self.scorer.definition())
         for task in self.prepared.tasks:
             add_task(manifest, TaskInfo(
                 name=task.selection.name, kinds=list(task.selection.kinds),
@@ -208,11 +221,12 @@ class Runner:
                 prepare = getattr(adapter, "prepare", None)
                 if callable(prepare):
                     prepare(task.selection.name, task.loaded.samples)
-                if not pending:
-                    continue
-                self.display.start_cell(f"{model_id} · {task.selection.label}", len(pending))
-                await _Cell(self, adapter, fingerprint, task, previous).run(pending)
-                self.display.finish_cell()
+                cell = _Cell(self, adapter, fingerprint, task, previous)
+                if pending:
+                    self.display.start_cell(f"{model_id} · {task.selection.label}", len(pending))
+                    await cell.run(pending)
+                    self.display.finish_cell()
+                cell.finish_scoring()
         finally:
             await adapter.aclose()
 

@@ -19,6 +19,24 @@ def score_answer(sample: Sample, output: str, scorer: OpenScorer) -> tuple[str |
     return None, None, scorer.score(output, sample.answer)
 
 
+def finish_pending(records: list[SampleRecord], references: dict[str, str], scorer: OpenScorer) -> list[SampleRecord]:
+    """Fill the batched components (BERTScore) of open records and their open score.
+
+    Args:
+        records: records whose ``scores_pending`` is not empty.
+        references: sample key -> reference answer.
+    """
+    if not records:
+        return []
+    recalls = scorer.bertscore_recall([r.output or "" for r in records], [references[r.key] for r in records])
+    finished = []
+    for record, recall in zip(records, recalls):
+        scores = dict(record.scores, bertscore_recall=recall)
+        scores["open_score"] = scorer.combine(scores)
+        finished.append(record.model_copy(update={"scores": scores, "scores_pending": []}))
+    return finished
+
+
 def aggregate(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = BootstrapSettings()) -> list[ResultCell]:
     """Per model x task x kind: n, score, unparseable rate, errors, chance, CI.
 
@@ -41,7 +59,8 @@ def aggregate_by_source(records: Iterable[SampleRecord], bootstrap: BootstrapSet
 
 def _cell(model: str, task: str, kind: str, source: str | None, items: list[SampleRecord],
           bootstrap: BootstrapSettings) -> ResultCell:
-    scored = [r for r in items if r.error is None]
+    # Records still waiting for batched metrics (a run killed while scoring) are not scored yet.
+    scored = [r for r in items if r.error is None and not r.scores_pending]
     metrics: dict[str, float] = {}
     unparseable = chance = normalised = None
     score = None

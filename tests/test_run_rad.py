@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 from medmim_eval.schema import RunManifest, SampleRecord
@@ -31,6 +32,13 @@ def test_random_on_real_mim_rad(shared_data: Path, tmp_path: Path) -> None:
     assert cells[("held-out-rad", "closed")]["n"] == 293
     assert abs(cells[("held-out-rad", "closed")]["score"] - 100 * accuracy) < 1e-9
     assert cells[("held-out-rad", "open")]["score"] == 0.0  # empty open answers
+    closed_cell = cells[("held-out-rad", "closed")]
+    assert closed_cell["chance"] == pytest.approx(100 / 3)
+    assert closed_cell["chance_normalised"] == pytest.approx((100 * accuracy - 100 / 3) / (100 - 100 / 3) * 100)
+    assert closed_cell["ci_low"] < closed_cell["score"] < closed_cell["ci_high"]
+    assert 8 < closed_cell["ci_high"] - closed_cell["ci_low"] < 16  # about +-2 binomial standard errors
+    assert results["bootstrap"]["seed"] == 0 and results["bootstrap"]["n_resamples"] == 1000
+    assert {c["source"] for c in results["by_source"]} == {"VQA-RAD"}
     manifest = RunManifest.model_validate_json((out / "manifest.json").read_text())
     assert manifest.tasks[0].name == "held-out-rad" and manifest.tasks[0].n_samples == 366
     assert manifest.models[0].fingerprint == {"adapter": "random", "seed": 0}

@@ -55,15 +55,20 @@ def _read_models_file(path: Path) -> list[object]:
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight per model (adapters that allow it).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--skip-missing", is_flag=True, help="Skip samples whose images are missing or unreadable (counted in the manifest).")
+@click.option("--open-metrics", "open_metrics", multiple=True, metavar="KEY=VALUE[,...]",
+              help="Open-score definition: components=bertscore+bleu+rougeL, bertscore.model=NAME|PATH|minilm, "
+              "bertscore.layer=N, bertscore.idf, bertscore.rescale, bleu.tokenize, bleu.smooth, rouge.stemmer "
+              "(default: bert-score's roberta-large L17; also $MEDMIM_OPEN_METRICS).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no leaderboard.")
 @click.pass_context
 def run(ctx: click.Context, models_text: str | None, models_file: Path | None, tasks_text: str, output: Path | None,
         data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
-        skip_missing: bool, no_cache: bool, quiet: bool) -> None:
+        skip_missing: bool, open_metrics: tuple[str, ...], no_cache: bool, quiet: bool) -> None:
     """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl."""
     from medmim_eval.adapter import GenerationSettings, parse_model_specs
     from medmim_eval.datadir import DataPaths
+    from medmim_eval.metrics import OpenMetricsConfig
     from medmim_eval.run_setup import RunOptions, prepare_run
     from medmim_eval.runner import run_prepared
     from medmim_eval.tasks_api import select_tasks
@@ -85,6 +90,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         skip_missing=skip_missing,
         use_cache=not no_cache,
         settings=GenerationSettings(max_new_tokens=max_new_tokens, seed=seed),
+        open_metrics=OpenMetricsConfig.parse(open_metrics),
         argv=["medmim-eval", *sys.argv[1:]],
     )
     prepared = prepare_run(options, host)
