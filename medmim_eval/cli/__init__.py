@@ -17,6 +17,7 @@ BUILTIN_COMMANDS = {
     "plugins": "medmim_eval.cli.plugins_cmd:plugins",
     "data": "medmim_eval.cli.data_cmd:data",
     "leaderboard": "medmim_eval.cli.leaderboard_cmd:leaderboard",
+    "compare": "medmim_eval.cli.compare_cmd:compare",
 }
 
 
@@ -55,7 +56,7 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 
     \b
     Quick start (no data, no GPU):
-      medmim-eval run --models all --tasks synth
+      medmim-eval run --models all --tasks synth --open-metrics bertscore.model=minilm
     The real benchmark:
       medmim-eval data status            # what is present, what to download
       medmim-eval run --models random --tasks held-out
