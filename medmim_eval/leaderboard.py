@@ -1,23 +1,29 @@
 """Leaderboard tables in the layout of the paper's Table 1, computed from run directories.
 
-A table is plain data (:class:`Table`); renderers turn it into rich or Markdown output, so tests
-check the data, not escape codes.
+A table is plain data (:class:`Table`); renderers turn it into text (rich and Markdown here, CSV,
+JSON, LaTeX and HTML in :mod:`medmim_eval.exports`), so tests check the data, not escape codes.
+A :class:`LeaderboardView` bundles what every renderer needs: the runs, their tables and the
+footer that says which metric definitions produced the numbers.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
 from pydantic import ValidationError
 
 from medmim_eval.errors import MedmimError
 from medmim_eval.records import RESULTS_FILE, RecordStore
 from medmim_eval.schema import ResultCell, Results
-from medmim_eval.scoring import aggregate
+from medmim_eval.stats import chance_normalised
 
 MISSING = "—"
 KIND_LETTER = {"closed": "C", "open": "O"}
+KINDS = ("closed", "open")
+SCORE = "score"
+CHANCE_NORMALISED = "chance_normalised"
 
 # The paper's Table 1: (group, column label, task name).
 MEDMIM_LAYOUT: tuple[tuple[str, str, str], ...] = (
@@ -34,162 +40,264 @@ SYNTH_LAYOUT: tuple[tuple[str, str, str], ...] = (
     ("Synthetic", "Comparison", "synth-comparison"),
     ("Synthetic", "Co-reference", "synth-coreference"),
 )
+MEDMIM_TITLE = "Med-MIM benchmark (Table 1 layout)"
+SYNTH_TITLE = "Synthetic suite"
+OTHER_TITLE = "Other tasks"
 
 
 @dataclass(frozen=True)
 class Column:
+    """One table column: a task's closed or open subset, optionally of one source dataset."""
+
     group: str
     label: str
     task: str
     kind: str
+    source: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The task label, with the source dataset when the column holds one source only."""
+        return f"{self.label} · {self.source}" if self.source else self.label
 
     @property
     def header(self) -> str:
-        return f"{self.label} {KIND_LETTER[self.kind]}"
+        return f"{self.title} {KIND_LETTER[self.kind]}"
 
 
 @dataclass
 class Table:
-    """Rows are models, columns task x kind; values in percent (or None for no data)."""
+    """Rows are models, columns task x kind (x source); values on 0-100, ``None`` for no data.
+
+    ``rows`` holds the values shown (the score, or the chance-normalised accuracy of closed
+    columns when ``value == "chance_normalised"``); ``cells`` holds the result cell behind each
+    value, for intervals and details.
+    """
 
     title: str
     columns: list[Column]
     rows: dict[str, list[float | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cells: dict[str, list[ResultCell | None]] = field(default_factory=dict)
+    value: str = SCORE
 
     def ranks(self, column: int) -> tuple[set[str], set[str]]:
-        """(best models, second-best models) of one column; ties share a rank."""
-        values = sorted({v for v in (r[column] for r in self.rows.values()) if v is not None}, reverse=True)
-        best = {m for m, r in self.rows.items() if values and r[column] == values[0]}
-        second = {m for m, r in self.rows.items() if len(values) > 1 and r[column] == values[1]}
+        """(best models, second-best models) of one column; ties share a rank.
+
+        Values are compared as shown (two decimals), so float noise never breaks a visible tie.
+        """
+        shown = {m: round(v, 2) for m, r in self.rows.items() if (v := r[column]) is not None}
+        values = sorted(set(shown.values()), reverse=True)
+        best = {m for m, v in shown.items() if v == values[0]}
+        second = {m for m, v in shown.items() if len(values) > 1 and v == values[1]}
         return best, second
 
-
-def load_cells(run_dir: Path) -> list[ResultCell]:
-    """Result cells of a run directory: ``results.json``, or recomputed from ``samples.jsonl``."""
-    results_path = run_dir / RESULTS_FILE
-    if results_path.exists():
-        try:
-            return Results.model_validate(json.loads(results_path.read_text(encoding="utf-8"))).cells
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise MedmimError(f"{results_path}: unreadable results ({type(exc).__name__}); delete it to recompute from samples.jsonl") from None
-    store = RecordStore(run_dir)
-    if not store.path.exists():
-        raise MedmimError(f"{run_dir}: no results.json or samples.jsonl; is this a run directory?")
-    return aggregate(store.load(repair=False).values())
+    def interval(self, model: str, column: int) -> tuple[float, float] | None:
+        """The 95% interval of the shown value, on the same scale as the value."""
+        cell = self.cells.get(model, [None] * len(self.columns))[column]
+        if cell is None or cell.ci_low is None or cell.ci_high is None:
+            return None
+        if self.value == CHANCE_NORMALISED and self.columns[column].kind == "closed":
+            # A fixed affine map of accuracy, so the accuracy interval maps onto it exactly.
+            low, high = chance_normalised(cell.ci_low, cell.chance), chance_normalised(cell.ci_high, cell.chance)
+            return (low, high) if low is not None and high is not None else None
+        return cell.ci_low, cell.ci_high
 
 
-def build_tables(cells: list[ResultCell]) -> list[Table]:
-    """The Med-MIM table, the synthetic table and one for any other task, where they have data."""
-    by_key: dict[tuple[str, str, str], ResultCell] = {(c.model, c.task, c.kind): c for c in cells}
+def shown_value(cell: ResultCell | None, value: str = SCORE) -> float | None:
+    """What a table shows for a cell: its score, or for closed cells its chance-normalised accuracy."""
+    if cell is None:
+        return None
+    if value == CHANCE_NORMALISED and cell.kind == "closed":
+        return cell.chance_normalised
+    return cell.score
+
+
+def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: bool = False) -> list[Table]:
+    """The Med-MIM table, the synthetic table and one for any other task, where they have data.
+
+    Args:
+        cells: result cells; with ``by_source`` these are per-source cells (``cell.source`` set).
+        value: ``"score"``, or ``"chance_normalised"`` to show closed columns chance-normalised.
+        by_source: one column per task x source dataset x kind present in ``cells``.
+    """
+    cells = list(cells)
+    by_key: dict[tuple[str, str, str, str | None], ResultCell] = {
+        (c.model, c.task, c.kind, c.source if by_source else None): c for c in cells}
     models = sorted({c.model for c in cells})
-    tables = []
-    for title, layout in (("Med-MIM benchmark (Table 1 layout)", MEDMIM_LAYOUT), ("Synthetic suite", SYNTH_LAYOUT)):
-        tasks = {task for _, _, task in layout}
-        if any(c.task in tasks for c in cells):
-            columns = [Column(g, label, task, kind) for g, label, task in layout for kind in ("closed", "open")]
-            tables.append(_fill(title, columns, models, by_key))
     known = {task for layout in (MEDMIM_LAYOUT, SYNTH_LAYOUT) for _, _, task in layout}
-    others = sorted({c.task for c in cells} - known)
-    if others:
-        columns = [Column("Other", task, task, kind) for task in others for kind in ("closed", "open")]
-        tables.append(_fill("Other tasks", columns, models, by_key))
+    others = tuple(("Other", task, task) for task in sorted({c.task for c in cells} - known))
+    tables = []
+    for title, layout in ((MEDMIM_TITLE, MEDMIM_LAYOUT), (SYNTH_TITLE, SYNTH_LAYOUT), (OTHER_TITLE, others)):
+        tasks = {task for _, _, task in layout}
+        if not any(c.task in tasks for c in cells):
+            continue
+        columns = []
+        for group, label, task in layout:
+            if by_source:
+                present = sorted({(c.source or "", c.kind) for c in cells if c.task == task})
+                columns += [Column(group, label, task, k, s or None) for s in dict.fromkeys(s for s, _ in present)
+                            for k in KINDS if (s, k) in present]
+            else:
+                columns += [Column(group, label, task, kind) for kind in KINDS]
+        tables.append(_fill(title, columns, models, by_key, value))
     return tables
 
 
-def _fill(title: str, columns: list[Column], models: list[str], by_key: dict[tuple[str, str, str], ResultCell]) -> Table:
-    table = Table(title=title, columns=columns)
+def _fill(title: str, columns: list[Column], models: list[str],
+          by_key: dict[tuple[str, str, str, str | None], ResultCell], value: str) -> Table:
+    table = Table(title=title, columns=columns, value=value)
+    if value == CHANCE_NORMALISED:
+        table.title += " — closed columns chance-normalised"
     errors = 0
     for model in models:
-        row = []
-        for column in columns:
-            cell = by_key.get((model, column.task, column.kind))
-            row.append(cell.score if cell is not None else None)
-            errors += cell.errors if cell is not None else 0
-        if any(v is not None for v in row) or any((model, c.task, c.kind) in by_key for c in columns):
-            table.rows[model] = row
-    table.notes.append("C: closed-question accuracy (%). O: open score = mean of ROUGE-L recall and BLEU (0-100).")
+        row = [by_key.get((model, c.task, c.kind, c.source)) for c in columns]
+        if any(cell is not None for cell in row):
+            table.cells[model] = row
+            table.rows[model] = [shown_value(cell, value) for cell in row]
+            errors += sum(cell.errors for cell in row if cell is not None)
+    if value == CHANCE_NORMALISED:
+        table.notes.append("C: chance-normalised accuracy = 100 x (accuracy - chance) / (100 - chance): "
+                           "0 at chance level, 100 perfect, negative below chance. O: open score (0-100).")
+    else:
+        table.notes.append("C: closed-question accuracy (%). O: open score (0-100).")
     if errors:
         table.notes.append(f"{errors} sample(s) ended in a model error and are not scored; rerun the run to retry them.")
     return table
 
 
 def fmt(value: float | None) -> str:
-    return MISSING if value is None else f"{value:.2f}"
+    """Two decimals; float noise around zero prints as 0.00, never -0.00."""
+    if value is None:
+        return MISSING
+    return "0.00" if abs(value) < 0.005 else f"{value:.2f}"
 
 
-def to_markdown(tables: list[Table]) -> str:
-    out = []
-    for table in tables:
-        out.append(f"### {table.title}\n")
-        out.append("| Model | " + " | ".join(f"{c.group}: {c.header}" if c.group not in ("Synthetic", "Other") else c.header for c in table.columns) + " |")
-        out.append("|---|" + "---:|" * len(table.columns))
-        marks = [table.ranks(i) for i in range(len(table.columns))]
-        for model, values in table.rows.items():
-            cells = []
-            for i, value in enumerate(values):
-                text = fmt(value)
-                best, second = marks[i]
-                if value is not None and model in best:
-                    text = f"**{text}**"
-                elif value is not None and model in second:
-                    text = f"<u>{text}</u>"
-                cells.append(text)
-            out.append(f"| {model} | " + " | ".join(cells) + " |")
-        out.extend([""] + [f"_{n}_" for n in table.notes] + [""])
-    return "\n".join(out).rstrip() + "\n"
+def fmt_interval(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f"[{fmt(interval[0])}, {fmt(interval[1])}]"
 
 
-def print_rich(tables: list[Table], console: object | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table as RichTable
+@dataclass
+class RunData:
+    """What the views read from one run directory.
 
-    if console is None:
-        import sys
+    ``cells``/``by_source`` come from ``results.json`` or, where it is absent (or lacks the
+    per-source cells), are recomputed from ``samples.jsonl`` with the run's seed. ``metrics`` and
+    ``bootstrap`` are the recorded definitions (empty when the run recorded none). ``names`` maps
+    each model id of the run to the name the views show (see :func:`load_runs`).
+    """
 
-        # Off a terminal (a log, a pipe) the table is never squeezed into 80 columns.
-        console = Console() if sys.stdout.isatty() else Console(width=240)
-    for table in tables:
-        rich_table = RichTable(title=table.title, title_justify="left")
-        rich_table.add_column("Model", style="cyan", no_wrap=True, min_width=max(map(len, table.rows), default=5))
-        previous_group = previous_label = None
-        for column in table.columns:
-            group = column.group if column.group != previous_group else ""
-            label = column.label if column.label != previous_label else ""
-            previous_group, previous_label = column.group, column.label
-            rich_table.add_column(f"{group}\n{label}\n{KIND_LETTER[column.kind]}", justify="right",
-                                  min_width=max(6, len(group), len(label)), no_wrap=True)
-        marks = [table.ranks(i) for i in range(len(table.columns))]
-        for model, values in table.rows.items():
-            cells = []
-            for i, value in enumerate(values):
-                best, second = marks[i]
-                style = "bold" if value is not None and model in best else "underline" if value is not None and model in second else ""
-                cells.append(f"[{style}]{fmt(value)}[/{style}]" if style else fmt(value))
-            rich_table.add_row(model, *cells)
-        # Never squeeze numbers into ellipses: a narrow terminal wraps lines instead.
-        needed = Console(width=10_000).measure(rich_table).maximum
-        target = console
-        if needed > console.width:  # type: ignore[attr-defined]
-            target = Console(file=console.file, width=needed, force_terminal=console.is_terminal)  # type: ignore[attr-defined]
-        target.print(rich_table)  # type: ignore[attr-defined]
-        for note in table.notes:
-            console.print(note, style="dim", highlight=False)  # type: ignore[attr-defined]
+    run_dir: Path
+    run_id: str
+    cells: list[ResultCell]
+    by_source: list[ResultCell]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+
+
+def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
+    """Read one run directory; per-source cells only when ``by_source`` (they may need recomputing).
+
+    Raises:
+        MedmimError: for a folder that is no run directory or an unreadable ``results.json``.
+    """
+    from medmim_eval.manifest import read_manifest
+    from medmim_eval.scoring import aggregate, aggregate_by_source
+    from medmim_eval.stats import BootstrapSettings
+
+    manifest = read_manifest(run_dir)
+    settings = BootstrapSettings(seed=manifest.seed if manifest else 0)
+    results_path = run_dir / RESULTS_FILE
+    store = RecordStore(run_dir)
+    if results_path.exists():
+        try:
+            results = Results.model_validate(json.loads(results_path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+            raise MedmimError(f"{results_path}: unreadable results ({type(exc).__name__}); "
+                              "delete it to recompute from samples.jsonl") from None
+    elif store.path.exists():
+        records = list(store.load(repair=False).values())
+        results = Results(run_id=manifest.run_id if manifest else run_dir.name, bootstrap=settings.describe(),
+                          cells=aggregate(records, settings), by_source=aggregate_by_source(records, settings))
+    else:
+        raise MedmimError(f"{run_dir}: no results.json or samples.jsonl; is this a run directory?")
+    if by_source and not results.by_source and store.path.exists():
+        results.by_source = aggregate_by_source(store.load(repair=False).values(), settings)
+    models = {c.model for c in results.cells} | {c.model for c in results.by_source}
+    return RunData(run_dir=run_dir, run_id=results.run_id, cells=results.cells, by_source=results.by_source,
+                   metrics=results.metrics or (manifest.metrics if manifest else {}),
+                   bootstrap=results.bootstrap, names={m: m for m in sorted(models)})
+
+
+def load_runs(run_dirs: list[Path], *, by_source: bool = False) -> list[RunData]:
+    """Several runs; a model appearing in more than one run is shown as ``model [run folder]``.
+
+    The cells of each returned run already carry the shown model names.
+    """
+    runs = [load_run(d, by_source=by_source) for d in run_dirs]
+    owner: dict[tuple[str, str, str], Path] = {}
+    clashing: set[str] = set()
+    for run in runs:
+        for c in run.cells:
+            key = (c.model, c.task, c.kind)
+            if owner.setdefault(key, run.run_dir) != run.run_dir:
+                clashing.add(c.model)
+    for run in runs:
+        run.names = {m: f"{m} [{run.run_dir.name}]" if m in clashing else m for m in run.names}
+        run.cells = [c.model_copy(update={"model": run.names[c.model]}) for c in run.cells]
+        run.by_source = [c.model_copy(update={"model": run.names[c.model]}) for c in run.by_source]
+    return runs
+
+
+def load_cells(run_dir: Path) -> list[ResultCell]:
+    """Result cells of a run directory: ``results.json``, or recomputed from ``samples.jsonl``."""
+    return load_run(run_dir).cells
 
 
 def cells_from_runs(run_dirs: list[Path]) -> list[ResultCell]:
     """Cells of several run directories; a model appearing in more than one is named per run."""
-    per_run = [(d, load_cells(d)) for d in run_dirs]
-    seen: dict[tuple[str, str, str], Path] = {}
-    clashing: set[str] = set()
-    for run_dir, cells in per_run:
-        for c in cells:
-            key = (c.model, c.task, c.kind)
-            if key in seen and seen[key] != run_dir:
-                clashing.add(c.model)
-            seen.setdefault(key, run_dir)
-    merged = []
-    for run_dir, cells in per_run:
-        for c in cells:
-            merged.append(c.model_copy(update={"model": f"{c.model} [{run_dir.name}]"}) if c.model in clashing else c)
-    return merged
+    return [c for run in load_runs(run_dirs) for c in run.cells]
+
+
+@dataclass
+class LeaderboardView:
+    """The runs, the tables built from them and the footer lines every renderer prints."""
+
+    runs: list[RunData]
+    tables: list[Table]
+    footer: list[str]
+    ci: bool = False
+    chance: bool = False
+    by_source: bool = False
+
+    @property
+    def cells(self) -> list[ResultCell]:
+        """The cells the tables show: per source with ``by_source``, else per task."""
+        return [c for run in self.runs for c in (run.by_source if self.by_source else run.cells)]
+
+
+def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False) -> LeaderboardView:
+    """Load runs and build their tables and footer (metric definitions, CI method, warnings)."""
+    from medmim_eval.exports.metric_notes import footer_lines
+
+    runs = load_runs(run_dirs, by_source=by_source)
+    view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source)
+    view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
+    view.footer = footer_lines(runs, ci=ci)
+    return view
+
+
+def to_markdown(tables: list[Table], *, ci: bool = False, footer: list[str] | None = None) -> str:
+    """Markdown tables: best per column bold, second underlined, missing cells a dash."""
+    from medmim_eval.exports.text_export import to_markdown as render
+
+    return render(tables, ci=ci, footer=footer or [])
+
+
+def print_rich(tables: list[Table], console: object | None = None, *, ci: bool = False,
+               footer: list[str] | None = None) -> None:
+    """Rich terminal tables (grouped headers; intervals on a second line with ``ci``)."""
+    from medmim_eval.exports.text_export import print_rich as render
+
+    render(tables, console, ci=ci, footer=footer or [])

@@ -70,3 +70,46 @@ def test_leaderboard_command_recomputes_from_samples_when_results_are_absent(tmp
 def test_leaderboard_on_a_folder_that_is_no_run(tmp_path: Path) -> None:
     result = run_cli("leaderboard", str(tmp_path))
     assert result.returncode == 2 and "no results.json or samples.jsonl" in result.stderr
+
+
+def test_chance_mode_shows_chance_normalised_closed_values_and_maps_their_intervals() -> None:
+    closed = ResultCell(model="m", task="held-out-rad", kind="closed", n=10, n_scored=10, score=60.0,
+                        chance=20.0, chance_normalised=50.0, ci_low=40.0, ci_high=80.0)
+    opened = ResultCell(model="m", task="held-out-rad", kind="open", n=10, n_scored=10, score=12.0, ci_low=10.0, ci_high=14.0)
+    table = build_tables([closed, opened], value="chance_normalised")[0]
+    rad_c = [c.task + c.kind for c in table.columns].index("held-out-radclosed")
+    assert table.rows["m"][rad_c] == 50.0 and table.rows["m"][rad_c + 1] == 12.0
+    assert table.interval("m", rad_c) == (25.0, 75.0)  # 100 * (40 - 20) / 80, 100 * (80 - 20) / 80
+    assert table.interval("m", rad_c + 1) == (10.0, 14.0)
+    assert "chance-normalised" in table.title and "chance-normalised" in table.notes[0]
+
+
+def test_values_equal_to_two_decimals_share_a_rank() -> None:
+    cells = [cell("a", "my-task", "closed", 1e-14), cell("b", "my-task", "closed", -1e-14), cell("c", "my-task", "closed", -5.0)]
+    table = build_tables(cells)[0]
+    assert table.ranks(0) == ({"a", "b"}, {"c"})
+    assert "-0.00" not in to_markdown([table])
+
+
+def test_by_source_columns_follow_the_sources_present() -> None:
+    cells = [
+        ResultCell(model="m", task="held-in-temporal", kind="closed", source="EMBED", n=4, n_scored=4, score=25.0),
+        ResultCell(model="m", task="held-in-temporal", kind="closed", source="LUMIERE", n=2, n_scored=2, score=50.0),
+        ResultCell(model="m", task="held-in-temporal", kind="open", source="LUMIERE", n=2, n_scored=2, score=9.0),
+    ]
+    table = build_tables(cells, by_source=True)[0]
+    assert [c.header for c in table.columns] == ["Temporal · EMBED C", "Temporal · LUMIERE C", "Temporal · LUMIERE O"]
+    assert table.rows["m"] == [25.0, 50.0, 9.0]
+
+
+def test_two_runs_rename_clashing_models_in_per_source_cells_too(tmp_path: Path) -> None:
+    from medmim_eval.leaderboard import load_runs
+
+    for name in ("run1", "run2"):
+        (tmp_path / name).mkdir()
+        base = cell("m", "held-out-rad", "closed", 10.0).model_dump()
+        payload = {"version": 1, "run_id": name, "cells": [base], "by_source": [{**base, "source": "VQA-RAD"}]}
+        (tmp_path / name / "results.json").write_text(json.dumps(payload))
+    runs = load_runs([tmp_path / "run1", tmp_path / "run2"], by_source=True)
+    assert [c.model for run in runs for c in run.by_source] == ["m [run1]", "m [run2]"]
+    assert runs[1].names == {"m": "m [run2]"}

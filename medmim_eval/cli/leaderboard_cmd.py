@@ -1,34 +1,74 @@
-"""``medmim-eval leaderboard``: Table-1-style tables from run directories."""
+"""``medmim-eval leaderboard``: Table-1-style tables and exports from run directories."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from medmim_eval.leaderboard import LeaderboardView
+
+FORMATS = ("rich", "markdown", "csv", "json", "latex", "html")
+DEFAULT_MAX_RECORDS = 200
 
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["rich", "markdown"]), default="rich", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True,
+              help="rich/markdown tables; csv/json long format (one row per model x task x kind); "
+              "latex booktabs table; html self-contained report with per-sample drill-down.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout.")
-def leaderboard(run_dirs: tuple[Path, ...], fmt: str, output: Path | None) -> None:
-    """Show the scores of one or more run directories (rows: models; columns: tasks, C and O)."""
-    from medmim_eval.leaderboard import build_tables, cells_from_runs, print_rich, to_markdown
+@click.option("--ci", is_flag=True, help="Show the 95% cluster-bootstrap interval of every value.")
+@click.option("--chance", is_flag=True,
+              help="Closed columns show chance-normalised accuracy (0 = chance, 100 = perfect) instead of accuracy.")
+@click.option("--by-source", is_flag=True, help="Split every task by source dataset (e.g. EMBED vs LUMIERE).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="HTML: data directory to reload tasks from for prompts and image thumbnails "
+              "(default: $MEDMIM_DATA_DIR, config, ~/.local/share/medmim-eval).")
+@click.option("--max-records", type=click.IntRange(min=0), default=DEFAULT_MAX_RECORDS, show_default=True,
+              help="HTML: sample records listed per model x task (0 = none).")
+@click.pass_context
+def leaderboard(ctx: click.Context, run_dirs: tuple[Path, ...], fmt: str, output: Path | None, ci: bool,
+                chance: bool, by_source: bool, data_dir: Path | None, max_records: int) -> None:
+    """Show the scores of one or more run directories (rows: models; columns: tasks, C and O).
 
-    tables = build_tables(cells_from_runs(list(run_dirs)))
-    if not tables:
-        click.echo("no scored samples in these run directories", err=True)
+    The footer names the metric definitions behind the numbers and warns when the runs differ.
+    """
+    from medmim_eval.leaderboard import build_view
+
+    view = build_view(list(run_dirs), ci=ci, chance=chance, by_source=by_source)
+    if not view.tables:
+        what = "no per-source cells (no samples.jsonl to recompute them from)" if by_source else "no scored samples"
+        click.echo(f"{what} in these run directories", err=True)
         return
-    if fmt == "markdown":
-        text = to_markdown(tables)
-        if output:
-            output.write_text(text, encoding="utf-8")
-        else:
-            click.echo(text, nl=False)
+    if fmt == "rich":
+        _print_rich(view, output)
         return
+    options = {}
+    if fmt == "html":
+        from medmim_eval.cli.context import get_host
+        from medmim_eval.datadir import DataPaths
+
+        options = {"host": get_host(ctx), "data": DataPaths.resolve(data_dir), "max_records": max_records}
+    from medmim_eval.exports import render
+
+    text = render(fmt, view, **options)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _print_rich(view: "LeaderboardView", output: Path | None) -> None:
+    from medmim_eval.leaderboard import print_rich
+
     if output:
         from rich.console import Console
 
         with output.open("w", encoding="utf-8") as handle:
-            print_rich(tables, Console(file=handle, width=200))
+            print_rich(view.tables, Console(file=handle, width=200), ci=view.ci, footer=view.footer)
     else:
-        print_rich(tables)
+        print_rich(view.tables, ci=view.ci, footer=view.footer)

@@ -1,0 +1,43 @@
+"""JSON export: long-format rows plus the metric and bootstrap definitions of every run."""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from medmim_eval import __version__
+from medmim_eval.exports.metric_notes import definitions_agree
+from medmim_eval.exports.rows import COLUMNS, long_rows
+
+if TYPE_CHECKING:
+    from medmim_eval.leaderboard import LeaderboardView
+
+FORMAT_NAME = "medmim-eval leaderboard"
+FORMAT_VERSION = 1
+
+
+def to_dict(view: "LeaderboardView") -> dict[str, Any]:
+    """The export as plain data.
+
+    Keys: ``format``/``version``; ``harness_version``; ``by_source``; ``runs`` (run dir, run id,
+    ``metrics`` and ``bootstrap`` definitions, model names as shown); ``metric_definitions`` (the
+    shared definition, or ``None`` when runs differ, see ``metric_definitions_agree``); ``notes``
+    (the footer lines); ``columns`` (what each row field means); ``rows``.
+    """
+    agree = definitions_agree(view.runs)
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "harness_version": __version__,
+        "by_source": view.by_source,
+        "runs": [{"run": run.run_dir.name, "run_dir": str(run.run_dir), "run_id": run.run_id,
+                  "metrics": run.metrics, "bootstrap": run.bootstrap, "models": run.names} for run in view.runs],
+        "metric_definitions_agree": agree,
+        "metric_definitions": view.runs[0].metrics if agree and view.runs else None,
+        "notes": view.footer,
+        "columns": COLUMNS,
+        "rows": long_rows(view),
+    }
+
+
+def to_json(view: "LeaderboardView") -> str:
+    return json.dumps(to_dict(view), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,107 @@
+"""Footer lines: which metric definitions produced the numbers, and a warning when runs differ.
+
+Metric definitions are free-form dicts written by the scorer of each harness version (see
+``Results.metrics``); new keys (another open-score component, a ``components`` list) must not
+break the summary, so every shape is summarised generically.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medmim_eval.leaderboard import RunData
+
+NOT_RECORDED = "not recorded"
+_MAX_VALUE_CHARS = 80
+
+
+def _compact(value: Any) -> str:
+    """A short one-line rendering of a definition value."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "+".join(_compact(v) for v in value)
+    text = str(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 1] + "…"
+
+
+def describe_open(open_def: Any) -> str:
+    """Summarise ``metrics["open"]``: its ``open_score`` description, each component, versions."""
+    if open_def is None:
+        return NOT_RECORDED
+    if not isinstance(open_def, dict):
+        return _compact(open_def)
+    parts: list[str] = []
+    score = open_def.get("open_score")
+    if isinstance(score, dict):
+        score = score.get("description") or _compact(score)
+    if score:
+        parts.append(str(score))
+    for name, value in open_def.items():
+        if name in ("open_score", "versions"):
+            continue
+        if isinstance(value, dict):
+            package = value.get("package")
+            rest = {k: v for k, v in value.items() if k != "package"}
+            body = ", ".join(x for x in (str(package) if package else "", _compact(rest)) if x)
+            parts.append(f"{name} [{body}]")
+        else:
+            parts.append(f"{name}: {_compact(value)}")
+    versions = open_def.get("versions")
+    if isinstance(versions, dict) and versions:
+        parts.append("versions " + ", ".join(f"{p} {v}" for p, v in versions.items()))
+    elif versions:
+        parts.append(f"versions {_compact(versions)}")
+    return "; ".join(parts) or NOT_RECORDED
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """One line naming the extraction rule version and the open-score definition."""
+    if not metrics:
+        return NOT_RECORDED
+    parts = []
+    rule = metrics.get("extraction_rule_version")
+    parts.append(f"closed = accuracy, answer-extraction rule v{rule}" if rule is not None
+                 else "closed = accuracy, answer-extraction rule not recorded")
+    parts.append(f"open = {describe_open(metrics.get('open'))}")
+    for name, value in metrics.items():
+        if name not in ("extraction_rule_version", "open"):
+            parts.append(f"{name} = {_compact(value)}")
+    return " | ".join(parts)
+
+
+def _canonical(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def definitions_agree(runs: list["RunData"]) -> bool:
+    """True when every run recorded the same metric definitions (or there is one run)."""
+    return len({_canonical(run.metrics) for run in runs}) <= 1
+
+
+def footer_lines(runs: list["RunData"], *, ci: bool = False) -> list[str]:
+    """The footer every view prints: metric definitions (with a warning when runs differ), CI method."""
+    groups: dict[str, list["RunData"]] = {}
+    for run in runs:
+        groups.setdefault(_canonical(run.metrics), []).append(run)
+    lines: list[str] = []
+    if len(groups) == 1:
+        only = runs[0].metrics if runs else {}
+        lines.append(f"Metric definitions: {describe_metrics(only)}")
+    else:
+        lines.append("WARNING: these runs used different metric definitions, so their numbers are not directly "
+                     "comparable:")
+        for members in groups.values():
+            names = ", ".join(run.run_dir.name for run in members)
+            lines.append(f"  {names}: {describe_metrics(members[0].metrics)}")
+    if ci:
+        methods = {_canonical(run.bootstrap): run.bootstrap for run in runs}
+        for method in methods.values():
+            if method:
+                level = method.get("level", 0.95)
+                lines.append(f"Intervals: {level:.0%} {method.get('method', 'bootstrap')} "
+                             f"({method.get('n_resamples', '?')} resamples, seed {method.get('seed', '?')}).")
+            else:
+                lines.append("Intervals: 95% cluster bootstrap (settings not recorded in the run).")
+    return lines

@@ -1,0 +1,42 @@
+"""Long-format rows (one per run x model x task x kind, x source with ``--by-source``) for CSV and JSON."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medmim_eval.leaderboard import LeaderboardView
+
+# Column order of the long format, with what each column means (written into the JSON export).
+COLUMNS: dict[str, str] = {
+    "run": "run directory name",
+    "run_id": "run id from results.json / manifest.json",
+    "model": "model id as shown in the tables (suffixed with [run] when two runs hold the same model)",
+    "task": "task name",
+    "kind": "closed or open",
+    "source": "source dataset (per-source rows only; empty otherwise)",
+    "n": "samples in the cell, errored ones included",
+    "n_scored": "samples that produced an answer (errors excluded)",
+    "score": "closed: accuracy in %; open: open score 0-100 (see metric definitions)",
+    "ci_low": "lower bound of the 95% cluster-bootstrap interval of score",
+    "ci_high": "upper bound of the 95% cluster-bootstrap interval of score",
+    "chance": "closed: expected accuracy of uniform guessing, in % (mean of 100/k)",
+    "chance_normalised": "closed: 100 x (score - chance) / (100 - chance)",
+    "unparseable_rate": "closed: fraction (0-1) of scored answers naming no option",
+    "errors": "samples that ended in a model error (not scored)",
+}
+
+
+def long_rows(view: "LeaderboardView") -> list[dict[str, Any]]:
+    """Every cell the view shows, as flat dicts keyed by :data:`COLUMNS`, in a stable order."""
+    rows = []
+    for run in view.runs:
+        for cell in run.by_source if view.by_source else run.cells:
+            rows.append({
+                "run": run.run_dir.name, "run_id": run.run_id, "model": cell.model, "task": cell.task,
+                "kind": cell.kind, "source": cell.source if view.by_source else None, "n": cell.n,
+                "n_scored": cell.n_scored, "score": cell.score, "ci_low": cell.ci_low, "ci_high": cell.ci_high,
+                "chance": cell.chance, "chance_normalised": cell.chance_normalised,
+                "unparseable_rate": cell.unparseable_rate, "errors": cell.errors,
+            })
+    rows.sort(key=lambda r: (r["model"], r["task"], r["kind"], r["source"] or "", r["run"]))
+    return rows
