@@ -101,9 +101,10 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         click.echo(f"skipped in {label}: {skipped.get('samples', 0)} samples "
                    f"({skipped.get('missing_images', 0)} missing, {skipped.get('unreadable_images', 0)} unreadable images)", err=True)
     if not quiet:
-        from medmim_eval.leaderboard import build_tables, print_rich
+        from medmim_eval.leaderboard import build_view, print_rich
 
-        print_rich(build_tables(summary.results.cells))
+        view = build_view([options.output])
+        print_rich(view.tables, footer=view.footer)
     click.echo(
         f"{summary.computed} computed ({summary.from_cache} from cache), {summary.reused} already done, "
         f"{summary.errors} errors -> {options.output}",
