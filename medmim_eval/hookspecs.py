@@ -19,7 +19,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_adapters(register: Callable[..., None]) -> None:
-    """Register model adapters: ``register(AdapterEntry(...))``. Called once per plugin manager."""
+    """Register model adapters, ``register(AdapterEntry(...))``, and named models with their routes,
+    ``register(ModelEntry(...))``. Called once per plugin manager."""
 
 
 @hookspec

@@ -15,6 +15,7 @@ from medmim_eval.errors import PluginError
 from medmim_eval.registry import (
     AdapterEntry,
     BuilderEntry,
+    ModelEntry,
     RecipeEntry,
     Registry,
     TaskEntry,
@@ -69,6 +70,7 @@ class PluginHost:
     groups: Registry[TaskGroup] = field(default_factory=lambda: Registry("task group"))
     builders: Registry[BuilderEntry] = field(default_factory=lambda: Registry("dataset builder"))
     recipes: Registry[RecipeEntry] = field(default_factory=lambda: Registry("training recipe"))
+    models: Registry[ModelEntry] = field(default_factory=lambda: Registry("model"))
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
 
@@ -217,6 +219,8 @@ def _make_register(host: PluginHost, plugin: str, hook_name: str) -> Callable[[o
 def _registry_for(host: PluginHost, entry: object) -> tuple[Registry[Any] | None, str]:
     if isinstance(entry, AdapterEntry):
         return host.adapters, "adapters"
+    if isinstance(entry, ModelEntry):
+        return host.models, "models"
     if isinstance(entry, TaskEntry):
         return host.tasks, "tasks"
     if isinstance(entry, TaskGroup):

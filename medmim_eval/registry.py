@@ -24,9 +24,37 @@ class AdapterEntry:
     target: str = "none"  # "none", "optional" or "required"
     include_in_all: bool = False
     example: str = ""
+    check: str | Callable[..., Any] | None = None
 
     def load_factory(self) -> Callable[..., Any]:
         return resolve_callable(self.factory)
+
+    def missing_prerequisite(self, target: str | None, options: dict[str, str]) -> str | None:
+        """Why this adapter cannot run ``target`` here (a missing backend, key or weights), or None.
+
+        ``check`` is a callable or ``"module:attribute"`` called as ``check(target, options)``; it must
+        be cheap and import no heavy backend (use ``importlib.util.find_spec``).
+        """
+        if self.check is None:
+            return None
+        return resolve_callable(self.check)(target, options)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A named model (a paper model or a local checkpoint) with its routes, best first.
+
+    Each route is a model spec template, ``ADAPTER[:TARGET][,key=value...]``, in which ``{weights}``
+    becomes the model's local weights folder (see :mod:`medmim_eval.weights`). ``--models NAME``
+    runs the first route whose prerequisites are met; ``--models all`` runs every entry with
+    ``paper=True`` that has one and lists the others with the reason.
+    """
+
+    name: str
+    description: str
+    routes: tuple[str, ...]
+    weights: str | None = None  # hub id or folder name the weights are known by
+    paper: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medmim_eval.adapter import GenerationSettings, ModelSpec
+from medmim_eval.adapter import GenerationSettings, ModelSpec, parse_model_specs
 from medmim_eval.datadir import DataPaths, cache_dir
-from medmim_eval.errors import DataError, MedmimError
+from medmim_eval.errors import DataError, MedmimError, UnknownNameError
 from medmim_eval.images import check_images
 from medmim_eval.metrics import OpenMetricsConfig, OpenScorer
 from medmim_eval.plugins import PluginHost
-from medmim_eval.registry import AdapterEntry
+from medmim_eval.registry import AdapterEntry, ModelEntry, unknown_name_message
 from medmim_eval.schema import Sample
 from medmim_eval.tasks_api import LoadedTask, TaskContext, TaskSelection, load_selection
+from medmim_eval.weights import find_weights
 
 ALL_MODELS = "all"
 
@@ -48,26 +49,74 @@ class PreparedRun:
     models: list[tuple[ModelSpec, AdapterEntry]]
     tasks: list[PreparedTask]
     scorer: OpenScorer
+    unavailable: list[tuple[str, str]] = field(default_factory=list)
 
 
-def expand_all(specs: list[ModelSpec], host: PluginHost) -> list[ModelSpec]:
-    """``all`` stands for every registered adapter marked ``include_in_all``."""
+def route_for(entry: ModelEntry, host: PluginHost, extra: tuple[tuple[str, str], ...] = ()) -> tuple[ModelSpec | None, str]:
+    """The first route of a named model whose prerequisites are met, or (None, every reason)."""
+    reasons = []
+    for template in entry.routes:
+        if "{weights}" in template:
+            folder, looked = find_weights(entry.name, entry.weights)
+            if folder is None:
+                reasons.append(f"{template.split(':')[0]}: no weights (looked in {looked})")
+                continue
+            template = template.replace("{weights}", str(folder))
+        (spec,) = parse_model_specs(template)
+        if spec.adapter not in host.adapters:
+            reasons.append(f"{spec.adapter}: adapter not installed")
+            continue
+        reason = host.adapters.get(spec.adapter).missing_prerequisite(spec.target, spec.option_dict)
+        if reason:
+            reasons.append(f"{spec.adapter}: {reason}")
+            continue
+        options = dict(spec.options)
+        options.update(extra)
+        options.setdefault("label", entry.name)
+        return ModelSpec(spec.adapter, spec.target, tuple(options.items())), ""
+    return None, "; ".join(reasons) or "no route registered"
+
+
+def resolve_models(specs: list[ModelSpec], host: PluginHost) -> tuple[list[tuple[ModelSpec, AdapterEntry]], list[tuple[str, str]]]:
+    """Specs -> (runnable models with their adapter entries, unavailable named models with why).
+
+    ``all`` expands to the baselines and every paper model that can run here; a named model or an
+    explicit adapter that cannot run is an error naming what is missing.
+    """
     expanded: list[ModelSpec] = []
+    unavailable: list[tuple[str, str]] = []
     for spec in specs:
         if spec.adapter == ALL_MODELS and spec.target is None:
-            expanded.extend(ModelSpec(name) for name in host.adapters if host.adapters.get(name).include_in_all)
+            expanded.extend(ModelSpec(n) for n in host.adapters if host.adapters.get(n).include_in_all)
+            for name in host.models:
+                entry = host.models.get(name)
+                if not entry.paper:
+                    continue
+                route, reason = route_for(entry, host)
+                if route is None:
+                    unavailable.append((name, reason))
+                else:
+                    expanded.append(route)
+        elif spec.adapter in host.models and spec.adapter not in host.adapters and spec.target is None:
+            route, reason = route_for(host.models.get(spec.adapter), host, spec.options)
+            if route is None:
+                raise MedmimError(f"model '{spec.adapter}' cannot run here: {reason}")
+            expanded.append(route)
         else:
             expanded.append(spec)
-    return expanded
-
-
-def resolve_models(specs: list[ModelSpec], host: PluginHost) -> list[tuple[ModelSpec, AdapterEntry]]:
     resolved = []
     seen: dict[str, ModelSpec] = {}
-    for spec in expand_all(specs, host):
+    for spec in expanded:
+        if spec.adapter not in host.adapters and spec.adapter in host.models:
+            raise MedmimError(f"'{spec.adapter}' is a named model and takes no target; use --models {spec.adapter}")
+        if spec.adapter not in host.adapters:
+            raise UnknownNameError(unknown_name_message("adapter", spec.adapter, host.adapters.names() + host.models.names()))
         entry = host.adapters.get(spec.adapter)
         if entry.target == "required" and not spec.target:
             raise MedmimError(f"model '{spec}' needs a target: {entry.example or spec.adapter + ':TARGET'}")
+        reason = entry.missing_prerequisite(spec.target, spec.option_dict)
+        if reason:
+            raise MedmimError(f"model '{spec.model_id}' cannot run here: {reason}")
         if spec.model_id in seen:
             raise MedmimError(
                 f"two models are both named '{spec.model_id}' ({seen[spec.model_id]} and {spec}); "
@@ -77,7 +126,7 @@ def resolve_models(specs: list[ModelSpec], host: PluginHost) -> list[tuple[Model
         resolved.append((spec, entry))
     if not resolved:
         raise MedmimError("no model to run; `medmim-eval list adapters` shows them")
-    return resolved
+    return resolved, unavailable
 
 
 def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
@@ -86,7 +135,7 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
     Raises:
         UnknownNameError, DataError, MedmimError: before any model is built or called.
     """
-    models = resolve_models(options.models, host)
+    models, unavailable = resolve_models(options.models, host)
     context = TaskContext(data=options.data, cache_dir=options.cache_dir, seed=options.seed)
     prepared: list[PreparedTask] = []
     for selection in options.tasks:
@@ -124,7 +173,7 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
     scorer = OpenScorer(options.open_metrics)
     if any(s.kind == "open" for task in prepared for s in task.samples):
         scorer.ensure_ready()  # a metric that cannot load fails here, before any model is called
-    return PreparedRun(options, models, prepared, scorer)
+    return PreparedRun(options, models, prepared, scorer, unavailable)
 
 
 def _limit(samples: list[Sample], limit: int | None) -> list[Sample]:

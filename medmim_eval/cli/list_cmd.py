@@ -5,18 +5,28 @@ import click
 
 from medmim_eval.cli.context import get_host
 
-WHAT = ("adapters", "tasks", "builders", "recipes")
+WHAT = ("models", "adapters", "tasks", "builders", "recipes")
 
 
 @click.command("list")
 @click.argument("what", type=click.Choice(WHAT), required=False)
 @click.pass_context
 def list_(ctx: click.Context, what: str | None) -> None:
-    """List registered adapters, tasks (and groups), dataset builders and training recipes."""
+    """List named models (and whether they can run here), adapters, tasks, builders and recipes."""
     host = get_host(ctx)
     for kind in (what,) if what else WHAT:
         click.echo(f"{kind}:")
-        if kind == "adapters":
+        if kind == "models":
+            from medmim_eval.run_setup import route_for
+
+            for name in host.models:
+                entry = host.models.get(name)
+                route, reason = route_for(entry, host)
+                state = f"runs as {route}" if route else f"unavailable: {reason}"
+                click.echo(f"  {name:<20} {entry.description}\n  {'':<20} {state}")
+            if not host.models.names():
+                click.echo("  (none registered; the baselines are adapters)")
+        elif kind == "adapters":
             for name in host.adapters:
                 entry = host.adapters.get(name)
                 extras = f" [needs medmim-eval[{','.join(entry.extras)}]]" if entry.extras else ""

@@ -94,6 +94,8 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         argv=["medmim-eval", *sys.argv[1:]],
     )
     prepared = prepare_run(options, host)
+    for name, reason in prepared.unavailable:
+        click.echo(f"skipping model '{name}': {reason}", err=True)
     display = _display(quiet)
     summary = run_prepared(prepared, host, display)
 

@@ -1,0 +1,70 @@
+"""Where a named model's weights are on this machine. Nothing is ever downloaded here.
+
+A model's weights folder is, in order: ``$MEDMIM_WEIGHTS_<NAME>`` (name upper-cased, ``-`` -> ``_``),
+the config file's ``weights: {NAME: PATH}``, ``$MEDMIM_WEIGHTS_DIR/<folder>`` where ``<folder>`` is
+the model's name or the last part of its hub id, or a complete snapshot in the Hugging Face cache.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from medmim_eval.datadir import default_config_path
+
+WEIGHTS_DIR_ENV = "MEDMIM_WEIGHTS_DIR"
+
+
+def env_name(model: str) -> str:
+    return "MEDMIM_WEIGHTS_" + model.upper().replace("-", "_").replace(".", "_")
+
+
+def _config_weights() -> dict[str, str]:
+    path = default_config_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return {}  # reported by DataPaths.resolve, which reads the same file
+    weights = data.get("weights") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in weights.items()} if isinstance(weights, dict) else {}
+
+
+def _hf_cache_snapshot(repo_id: str) -> Path | None:
+    """The newest snapshot of ``repo_id`` in the Hugging Face cache that has a config.json."""
+    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    snapshots = home / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    candidates = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+def find_weights(model: str, hub_id: str | None) -> tuple[Path | None, str]:
+    """(folder or None, where it was looked for) for a named model."""
+    looked = []
+    env = env_name(model)
+    if os.environ.get(env):
+        return Path(os.environ[env]), env
+    looked.append(f"${env}")
+    configured = _config_weights().get(model)
+    if configured:
+        return Path(configured).expanduser(), "config file"
+    looked.append(f"weights.{model} in {default_config_path()}")
+    root = os.environ.get(WEIGHTS_DIR_ENV)
+    names = [model] + ([hub_id.rsplit("/", 1)[-1]] if hub_id else [])
+    if root:
+        for name in names:
+            if (Path(root) / name / "config.json").is_file():
+                return Path(root) / name, WEIGHTS_DIR_ENV
+        looked.append(f"${WEIGHTS_DIR_ENV}/{{{','.join(names)}}}")
+    else:
+        looked.append(f"${WEIGHTS_DIR_ENV} (unset)")
+    if hub_id:
+        snapshot = _hf_cache_snapshot(hub_id)
+        if snapshot is not None:
+            return snapshot, "Hugging Face cache"
+        looked.append(f"the Hugging Face cache ({hub_id})")
+    return None, "; ".join(looked)
