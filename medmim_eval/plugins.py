@@ -27,6 +27,8 @@ DISABLE_AUTOLOAD_ENV = "MEDMIM_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "MEDMIM_BLOCK_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "medmim_eval.adapters.plugin",
+    "medmim_eval.adapters.openai_plugin",
+    "medmim_eval.adapters.vllm_plugin",
     "medmim_eval.tasks.plugin",
     "medmim_eval.dataset_builders.plugin",
     "medmim_eval.training_recipes.plugin",

@@ -25,6 +25,16 @@ class AdapterEntry:
     include_in_all: bool = False
     example: str = ""
     check: str | Callable[..., Any] | None = None
+    remote: str | Callable[..., Any] | None = None
+
+    def remote_host(self, target: str | None, options: dict[str, str]) -> str | None:
+        """The host outside this machine that prompts (and images) would go to, or None if local.
+
+        ``remote`` is a callable or ``"module:attribute"`` called as ``remote(target, options)``.
+        """
+        if self.remote is None:
+            return None
+        return resolve_callable(self.remote)(target, options)
 
     def load_factory(self) -> Callable[..., Any]:
         return resolve_callable(self.factory)

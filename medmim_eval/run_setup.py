@@ -32,6 +32,7 @@ class RunOptions:
     cache_dir: Path = field(default_factory=cache_dir)
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     open_metrics: OpenMetricsConfig = field(default_factory=OpenMetricsConfig)
+    allow_credentialed_upload: bool = False
     argv: list[str] = field(default_factory=list)
 
 
@@ -170,6 +171,8 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
             + "\nNo model was called. Get the missing data (`medmim-eval data status` says where), "
             "fix or remove the unreadable files, or pass --skip-missing to run the rest."
         )
+    if not options.allow_credentialed_upload:
+        _guard_credentialed_data(models, prepared)
     scorer = OpenScorer(options.open_metrics)
     if any(s.kind == "open" for task in prepared for s in task.samples):
         scorer.ensure_ready()  # a metric that cannot load fails here, before any model is called
@@ -187,3 +190,23 @@ def _limit(samples: list[Sample], limit: int | None) -> list[Sample]:
             kept.append(sample)
             counts[sample.kind] = counts.get(sample.kind, 0) + 1
     return kept
+
+
+# Sources under a data-use agreement that forbids sharing images with third parties.
+CREDENTIALED_SOURCES = {"MS-CXR-T": "MIMIC-CXR / MS-CXR-T (PhysioNet credentialed access)", "EMBED": "EMBED (data-use agreement)"}
+
+
+def _guard_credentialed_data(models: list[tuple[ModelSpec, AdapterEntry]], tasks: list[PreparedTask]) -> None:
+    """Refuse, before any request, to send credentialed images to an endpoint off this machine."""
+    sources = {s.source for task in tasks for s in task.samples if s.source in CREDENTIALED_SOURCES}
+    if not sources:
+        return
+    for spec, entry in models:
+        host = entry.remote_host(spec.target, spec.option_dict)
+        if host:
+            names = ", ".join(CREDENTIALED_SOURCES[s] for s in sorted(sources))
+            raise MedmimError(
+                f"refusing to send {names} images to {host} for model '{spec.model_id}': their data-use agreements "
+                "forbid sharing with third parties. Use a local endpoint, or pass --allow-credentialed-upload if your "
+                "agreement covers this service"
+            )

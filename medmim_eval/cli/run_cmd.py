@@ -59,12 +59,15 @@ def _read_models_file(path: Path) -> list[object]:
               help="Open-score definition: components=bertscore+bleu+rougeL, bertscore.model=NAME|PATH|minilm, "
               "bertscore.layer=N, bertscore.idf, bertscore.rescale, bleu.tokenize, bleu.smooth, rouge.stemmer "
               "(default: bert-score's roberta-large L17; also $MEDMIM_OPEN_METRICS).")
+@click.option("--allow-credentialed-upload", is_flag=True,
+              help="Allow images of credentialed datasets (MS-CXR-T/MIMIC, EMBED) to go to a non-local endpoint.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no leaderboard.")
 @click.pass_context
 def run(ctx: click.Context, models_text: str | None, models_file: Path | None, tasks_text: str, output: Path | None,
         data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
-        skip_missing: bool, open_metrics: tuple[str, ...], no_cache: bool, quiet: bool) -> None:
+        skip_missing: bool, open_metrics: tuple[str, ...], allow_credentialed_upload: bool, no_cache: bool,
+        quiet: bool) -> None:
     """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl."""
     from medmim_eval.adapter import GenerationSettings, parse_model_specs
     from medmim_eval.datadir import DataPaths
@@ -91,6 +94,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         use_cache=not no_cache,
         settings=GenerationSettings(max_new_tokens=max_new_tokens, seed=seed),
         open_metrics=OpenMetricsConfig.parse(open_metrics),
+        allow_credentialed_upload=allow_credentialed_upload,
         argv=["medmim-eval", *sys.argv[1:]],
     )
     prepared = prepare_run(options, host)
