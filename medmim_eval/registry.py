@@ -92,9 +92,19 @@ class TaskGroup:
 
 @dataclass(frozen=True)
 class BuilderEntry:
+    """A dataset builder: ``builder(options: BuildOptions, writer: DatasetWriter)`` (see builders_api).
+
+    ``version`` changes whenever the same input and seed would give a different output.
+    """
+
     name: str
     description: str
     builder: str | Callable[..., Any]
+    version: str = "1"
+    source_help: str = ""
+
+    def load_builder(self) -> Callable[..., Any]:
+        return resolve_callable(self.builder)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import click
 
 @click.group()
 def data() -> None:
-    """Inspect the benchmark data."""
+    """Inspect the benchmark data and build Med-MIM data from raw datasets."""
 
 
 @data.command()
@@ -59,3 +59,33 @@ def status(data_dir: Path | None) -> None:
         for name in sorted(needed):
             click.echo(f"  {name}: {SOURCE_ACCESS[name]}")
             click.echo(f"  {'':<{len(name)}}  -> place under {paths.folder(name)} (or set the folder in the config / environment)")
+
+
+@data.command()
+@click.argument("name")
+@click.option("--source", required=True, type=click.Path(path_type=Path), help="Folder (or file) of the raw dataset.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Build at most N items per kind (builder-specific).")
+@click.option("--option", "extra", multiple=True, metavar="KEY=VALUE", help="Builder-specific setting (repeatable).")
+@click.pass_context
+def build(ctx: click.Context, name: str, source: Path, out: Path, seed: int, limit: int | None, extra: tuple[str, ...]) -> None:
+    """Build Med-MIM data NAME from a raw dataset; validated, with a dataset card, never partial."""
+    from medmim_eval.builders_api import BuildOptions, run_builder
+    from medmim_eval.cli.context import get_host
+    from medmim_eval.errors import MedmimError
+
+    entry = get_host(ctx).builders.get(name)
+    settings = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MedmimError(f"--option {item!r}: expected KEY=VALUE")
+        settings[key.strip()] = value.strip()
+    options = BuildOptions(name=name, source=source, out=out, seed=seed, limit=limit, extra=settings)
+    card = run_builder(entry.load_builder(), options, entry.version)
+    total = sum(c["n"] for c in card["counts"])
+    click.echo(f"{name}: {total} items, {card['images']} images -> {out} (card: {out / 'DATASET_CARD.md'})")
+    for stem in card["files"]:
+        click.echo(f"  run it: medmim-eval run --models random --tasks {out / (stem + '.json')}")
+

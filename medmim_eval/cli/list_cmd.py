@@ -40,7 +40,8 @@ def list_(ctx: click.Context, what: str | None) -> None:
             click.echo("  (append :closed or :open to select a subset; a path to a Med-MIM .json file also works)")
         elif kind == "builders":
             for name in host.builders:
-                click.echo(f"  {name:<18} {host.builders.get(name).description}")
+                entry = host.builders.get(name)
+                click.echo(f"  {name:<18} {entry.description} (v{entry.version})")
             if not host.builders.names():
                 click.echo("  (none registered)")
         else:
