@@ -1,11 +1,201 @@
-"""Registers the openai adapters and the paper models they serve (filled in by issue 4)."""
+"""Registers the ``openai`` adapter (any OpenAI-compatible chat-completions server) and GPT-4o.
+
+This module is imported by every ``medmim-eval`` command, so it stays light: it never imports
+``openai``. It owns how a spec's options are read, so that the prerequisite check, the
+data-governance guard and the adapter (:mod:`medmim_eval.adapters.openai_chat`) agree.
+
+Spec: ``openai:MODEL[,key=value...]``. Options (all optional):
+
+=================  ==========================================================================
+``base_url``       endpoint(s), ``|``-separated replicas of one model (default: the OpenAI API).
+                   Requests go to the replica with the fewest outstanding requests (ties:
+                   round-robin), skipping replicas held back by ``Retry-After``.
+``api_key_env``    the environment variable holding the key (default ``OPENAI_API_KEY``); needed
+                   for api.openai.com, optional elsewhere (without one a placeholder is sent,
+                   as vLLM without ``--api-key`` expects). The key is never written anywhere.
+``concurrency``    requests in flight per endpoint (default 64 for a local server, 16 otherwise).
+``max_retries``    retries after the first attempt (default 5) on 429, 408/409, 5xx, timeouts and
+                   dropped connections; other 4xx, malformed answers and ``insufficient_quota``
+                   fail at once. A failed sample is recorded as an error; a rerun retries it.
+``timeout``        seconds for one attempt, start to end (default 120).
+``backoff``        first retry delay in seconds, doubled per retry, 50-100 % jitter (default 1).
+``max_wait``       longest single wait (default 120); a ``Retry-After`` above it fails the sample.
+``max_side``       longest image side sent; larger images are shrunk to JPEG (default 2048,
+                   ``0``/``none``: never resize). See :mod:`medmim_eval.adapters.image_payload`.
+``jpeg_quality``   quality of re-encoded images (default 90).
+``detail``         OpenAI image detail ``low``/``high``/``auto`` (default: not sent).
+``max_images``     the most images per prompt (default 16); a sample with more is an error,
+                   never silently truncated.
+=================  ==========================================================================
+
+Backoff: a 429 or 503 halves the endpoint's window of requests in flight (once per hold-back;
+each success adds ``1/window`` back, up to ``concurrency``) and holds the endpoint back for the
+``Retry-After`` (seconds, ``retry-after-ms`` or an HTTP date) or, without one, the backoff delay;
+any response with ``Retry-After`` holds its endpoint back likewise. Other retryable failures wait
+the backoff delay in the failing request only. The ``openai`` client's own retries are off.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import importlib.util
+import ipaddress
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
+from medmim_eval.adapters.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE
+from medmim_eval.errors import MedmimError
 from medmim_eval.hookspecs import hookimpl
+from medmim_eval.registry import AdapterEntry, ModelEntry
+
+OPENAI_HOST = "api.openai.com"
+OPENAI_BASE_URL = f"https://{OPENAI_HOST}/v1"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+INSTALL_HINT = "the openai backend is not installed: pip install 'medmim-eval[openai]'"
+_LOCAL_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+
+
+def base_urls(options: dict[str, str]) -> list[str]:
+    """The endpoints of ``base_url=URL[|URL...]`` (default: the OpenAI API), trailing ``/`` removed.
+
+    Raises:
+        MedmimError: for an empty or non-http(s) URL.
+    """
+    raw = options.get("base_url") or OPENAI_BASE_URL
+    urls = [u.strip().rstrip("/") for u in raw.split("|")]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise MedmimError(f"base_url '{url}' is not an http(s) URL like http://127.0.0.1:8000/v1")
+        if parts.username or parts.password:
+            raise MedmimError("base_url must not carry a user or password; put the key in the environment (api_key_env=NAME)")
+    return urls
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+def is_local_url(url: str) -> bool:
+    """True when ``url`` points at this machine (loopback name or address, or 0.0.0.0)."""
+    host = host_of(url).lower()
+    if host in _LOCAL_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def api_key_env(options: dict[str, str]) -> str:
+    """The environment variable holding the API key: ``api_key_env=NAME``, else OPENAI_API_KEY."""
+    return options.get("api_key_env") or DEFAULT_KEY_ENV
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """The numeric and image options of the spec, parsed and checked (see the module docstring)."""
+
+    concurrency: int
+    max_retries: int = 5
+    timeout: float = 120.0
+    backoff: float = 1.0
+    max_wait: float = 120.0
+    max_side: int | None = DEFAULT_MAX_SIDE
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    detail: str | None = None
+    max_images: int = 16
+
+    @classmethod
+    def parse(cls, options: Mapping[str, str], local: bool) -> "ChatOptions":
+        """Raises MedmimError naming the option for a value of the wrong type or range."""
+
+        def number(name: str, kind: type, default: Any, low: float, high: float = float("inf")) -> Any:
+            raw = options.get(name)
+            if raw in (None, ""):
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise MedmimError(f"openai option {name}={raw!r} is not a {kind.__name__}") from None
+            if not low <= value <= high:
+                raise MedmimError(f"openai option {name}={raw} is out of range ({low:g} to {high:g})")
+            return value
+
+        no_resize = str(options.get("max_side", "")).lower() in ("0", "none", "off")
+        detail = options.get("detail") or None
+        if detail not in (None, "low", "high", "auto"):
+            raise MedmimError(f"openai option detail={detail!r}: use low, high or auto")
+        return cls(
+            concurrency=number("concurrency", int, 64 if local else 16, 1, 4096),
+            max_retries=number("max_retries", int, 5, 0, 100),
+            timeout=number("timeout", float, 120.0, 0.01),
+            backoff=number("backoff", float, 1.0, 0.0),
+            max_wait=number("max_wait", float, 120.0, 0.0),
+            max_side=None if no_resize else number("max_side", int, DEFAULT_MAX_SIDE, 16),
+            jpeg_quality=number("jpeg_quality", int, DEFAULT_JPEG_QUALITY, 1, 95),
+            detail=detail,
+            max_images=number("max_images", int, 16, 1),
+        )
+
+
+KNOWN_OPTIONS = frozenset({"base_url", "api_key_env", "label", *(f.name for f in fields(ChatOptions))})
+
+
+def check_openai(target: str | None, options: dict[str, str]) -> str | None:
+    """Why ``openai:TARGET`` cannot run here (one line naming the fix), or None. Imports nothing."""
+    if "api_key" in options:
+        return "never put the API key in the model spec; export it and pass api_key_env=NAME"
+    if importlib.util.find_spec("openai") is None:
+        return INSTALL_HINT
+    try:
+        urls = base_urls(options)
+    except MedmimError as exc:
+        return str(exc)
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        return f"unknown option(s) {', '.join(unknown)}; the openai adapter knows {', '.join(sorted(KNOWN_OPTIONS))}"
+    remote = [u for u in urls if not is_local_url(u)]
+    try:
+        ChatOptions.parse(options, local=not remote)
+    except MedmimError as exc:
+        return str(exc)
+    name = api_key_env(options)
+    if any(host_of(u) == OPENAI_HOST for u in urls) and not os.environ.get(name):
+        return f"set {name} to the API key for {OPENAI_HOST} (or name another variable with api_key_env=NAME)"
+    return None
+
+
+def remote_openai(target: str | None, options: dict[str, str]) -> str | None:
+    """The hosts off this machine that prompts and images go to (comma-joined), or None."""
+    try:
+        urls = base_urls(options)
+    except MedmimError:
+        return options.get("base_url") or OPENAI_BASE_URL  # unparseable: treat as remote, never as local
+    hosts = sorted({host_of(u) for u in urls if not is_local_url(u)})
+    return ", ".join(hosts) or None
 
 
 @hookimpl
 def register_adapters(register: Callable[[object], None]) -> None:
-    """Nothing registered yet."""
+    register(
+        AdapterEntry(
+            name="openai",
+            description="any OpenAI-compatible chat-completions server (OpenAI API, vLLM, transformers serve)",
+            factory="medmim_eval.adapters.openai_chat:make_openai",
+            extras=("openai",),
+            target="required",
+            example="openai:gpt-4o  or  openai:MODEL,base_url=http://127.0.0.1:8000/v1|http://127.0.0.1:8001/v1",
+            check=check_openai,
+            remote=remote_openai,
+        )
+    )
+    register(
+        ModelEntry(
+            name="gpt-4o",
+            description="GPT-4o through the OpenAI API (paper model)",
+            routes=("openai:gpt-4o",),
+            paper=True,
+        )
+    )
