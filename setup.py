@@ -28,6 +28,6 @@ for name in PLUGIN_FOLDERS:
 setup(
     packages=sorted(package_dir),
     package_dir=package_dir,
-    package_data={"": ["*.yaml", "*.json", "*.md"]},
+    package_data={"": ["*.yaml", "*.json", "*.md"], "medmim_eval.adapters": ["chat_templates/*.jinja"]},
     include_package_data=True,
 )

@@ -1,11 +1,43 @@
-"""Registers the vllm adapters and the paper models they serve (filled in by issue 4)."""
+"""Registers the ``vllm`` and ``vllm-offline`` adapters and the paper models they serve.
+
+Imported by every command: it imports neither vllm nor openai (the checks only look them up).
+"""
 from __future__ import annotations
 
 from typing import Callable
 
+from medmim_eval.adapters.model_registry import MODEL_ENTRIES
 from medmim_eval.hookspecs import hookimpl
+from medmim_eval.registry import AdapterEntry
 
 
 @hookimpl
 def register_adapters(register: Callable[[object], None]) -> None:
-    """Nothing registered yet."""
+    register(
+        AdapterEntry(
+            name="vllm",
+            description="a vLLM OpenAI-compatible server: launched for the model and stopped afterwards, "
+                        "or attached to with base_url=URL[|URL...]",
+            factory="medmim_eval.adapters.vllm_adapter:make_vllm",
+            extras=("vllm", "openai"),
+            target="required",
+            example="vllm:/models/Med-Mantis  or  vllm:OpenGVLab/InternVL2-8B,tp=2  or  "
+                    "vllm:NAME,base_url=http://127.0.0.1:8000/v1",
+            check="medmim_eval.adapters.vllm_adapter:check_vllm",
+            remote="medmim_eval.adapters.vllm_adapter:remote_vllm",
+        )
+    )
+    register(
+        AdapterEntry(
+            name="vllm-offline",
+            description="vLLM's offline engine (vllm.LLM, batched LLM.chat) in a worker process, for "
+                        "single-host batch evaluation",
+            factory="medmim_eval.adapters.vllm_offline:make_vllm_offline",
+            extras=("vllm",),
+            target="required",
+            example="vllm-offline:/models/MIM-LLaVA-Med,preset=MIM-LLaVA-Med,batch=64",
+            check="medmim_eval.adapters.vllm_offline:check_vllm_offline",
+        )
+    )
+    for entry in MODEL_ENTRIES:
+        register(entry)

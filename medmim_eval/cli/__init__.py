@@ -18,6 +18,7 @@ BUILTIN_COMMANDS = {
     "data": "medmim_eval.cli.data_cmd:data",
     "leaderboard": "medmim_eval.cli.leaderboard_cmd:leaderboard",
     "compare": "medmim_eval.cli.compare_cmd:compare",
+    "serve": "medmim_eval.cli.serve_cmd:serve",
 }
 
 
