@@ -228,7 +228,17 @@ class Runner:
                     self.display.finish_cell()
                 cell.finish_scoring()
         finally:
+            self._record_cost(adapter, model_id, manifest)
             await adapter.aclose()
+
+    def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: Any) -> None:
+        """API adapters that price their tokens (``cost_usd()``) get an estimate in the manifest."""
+        cost_usd = getattr(adapter, "cost_usd", None)
+        value = cost_usd() if callable(cost_usd) else None
+        if value is None:
+            return
+        manifest.estimated_cost_usd[model_id] = round(manifest.estimated_cost_usd.get(model_id, 0.0) + value, 6)
+        self.display.message(f"{model_id}: estimated API cost this invocation ${value:.4f} (list prices)")
 
 
 def run_prepared(prepared: PreparedRun, host: PluginHost, display: RunDisplay | None = None) -> RunSummary:

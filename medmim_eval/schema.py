@@ -179,6 +179,7 @@ class RunManifest(BaseModel):
     plugin_failures: list[PluginFailureRecord] = Field(default_factory=list)
     packages: dict[str, str] = Field(default_factory=dict)
     host: dict[str, Any] = Field(default_factory=dict)
+    estimated_cost_usd: dict[str, float] = Field(default_factory=dict)
 
 
 class ResultCell(BaseModel):
