@@ -59,18 +59,18 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("InternVL2-8B", hub_id="OpenGVLab/InternVL2-8B", max_model_len=16384, trust_remote_code=True,
+    Preset("internvl2-8b", hub_id="OpenGVLab/InternVL2-8B", max_model_len=16384, trust_remote_code=True,
            chat_template="internvl2_internlm2.jinja",
            notes="3 images x up to 13 tiles x 256 tokens fit in 16k; InternLM2 format with 'Image-N: <image>' labels"),
-    Preset("Mantis-8B-siglip-llama3", hub_id="TIGER-Lab/Mantis-8B-siglip-llama3", max_model_len=8192,
+    Preset("mantis-8b", hub_id="TIGER-Lab/Mantis-8B-siglip-llama3", max_model_len=8192,
            hf_overrides={"architectures": ["LlavaForConditionalGeneration"]}, chat_template="mantis_llama3.jinja",
            notes="SigLIP 384/14: 729 tokens per image; Llama-3 format, Mantis interleaved image tags"),
-    Preset("LLaVA-Med-7B", max_model_len=4096, chat_template="llava_med_mistral.jinja",
+    Preset("llava-med-7b", max_model_len=4096, chat_template="llava_med_mistral.jinja",
            notes="HF-format port of microsoft/llava-med-v1.5-mistral-7b; CLIP 336/14: 576 tokens per image"),
 )}
 # Fine-tuned checkpoints share their base model's launch flags.
-PRESETS["Med-Mantis"] = Preset(**{**PRESETS["Mantis-8B-siglip-llama3"].__dict__, "name": "Med-Mantis", "hub_id": None})
-PRESETS["MIM-LLaVA-Med"] = Preset(**{**PRESETS["LLaVA-Med-7B"].__dict__, "name": "MIM-LLaVA-Med"})
+PRESETS["med-mantis"] = Preset(**{**PRESETS["mantis-8b"].__dict__, "name": "med-mantis", "hub_id": None})
+PRESETS["mim-llava-med"] = Preset(**{**PRESETS["llava-med-7b"].__dict__, "name": "mim-llava-med"})
 
 # Architectures a served route cannot load, with the fix (read from a local folder's config.json).
 UNSERVABLE_ARCHITECTURES = {
@@ -81,19 +81,19 @@ UNSERVABLE_ARCHITECTURES = {
 }
 
 MODEL_ENTRIES: tuple[ModelEntry, ...] = (
-    ModelEntry("InternVL2-8B", "InternVL2-8B on a vLLM server (--trust-remote-code) (paper model)",
-               routes=("vllm:{weights},preset=InternVL2-8B",), weights="OpenGVLab/InternVL2-8B"),
-    ModelEntry("Mantis-8B-siglip-llama3", "Mantis-8B, SigLIP + Llama-3 variant, on a vLLM server (paper model)",
-               routes=("vllm:{weights},preset=Mantis-8B-siglip-llama3",), weights="TIGER-Lab/Mantis-8B-siglip-llama3"),
-    ModelEntry("Mantis-8B-Idefics2", "Mantis-8B, Idefics2 variant (paper model); vLLM cannot serve Idefics2, "
+    ModelEntry("internvl2-8b", "InternVL2-8B on a vLLM server (--trust-remote-code) (paper model)",
+               routes=("vllm:{weights},preset=internvl2-8b",), weights="OpenGVLab/InternVL2-8B"),
+    ModelEntry("mantis-8b", "Mantis-8B, SigLIP + Llama-3 variant, on a vLLM server (paper model)",
+               routes=("vllm:{weights},preset=mantis-8b",), weights="TIGER-Lab/Mantis-8B-siglip-llama3"),
+    ModelEntry("mantis-8b-idefics2", "Mantis-8B, Idefics2 variant (paper model); vLLM cannot serve Idefics2, "
                "so it runs in-process once the hf-idefics2 adapter exists", routes=(), weights="TIGER-Lab/Mantis-8B-Idefics2"),
-    ModelEntry("LLaVA-Med-7B", "LLaVA-Med v1.5 (Mistral-7B) from a local HF-format port, on a vLLM server (paper model); "
+    ModelEntry("llava-med-7b", "LLaVA-Med v1.5 (Mistral-7B) from a local HF-format port, on a vLLM server (paper model); "
                "the original microsoft/llava-med-v1.5-mistral-7b needs conversion",
-               routes=("vllm:{weights},preset=LLaVA-Med-7B",)),
-    ModelEntry("MIM-LLaVA-Med", "LLaVA-Med fine-tuned on Med-MIM, local HF-format checkpoint, on a vLLM server (paper model)",
-               routes=("vllm:{weights},preset=MIM-LLaVA-Med",)),
-    ModelEntry("Med-Mantis", "Mantis-8B-siglip-llama3 fine-tuned on Med-MIM, local checkpoint, on a vLLM server (paper model)",
-               routes=("vllm:{weights},preset=Med-Mantis",)),
+               routes=("vllm:{weights},preset=llava-med-7b",)),
+    ModelEntry("mim-llava-med", "LLaVA-Med fine-tuned on Med-MIM, local HF-format checkpoint, on a vLLM server (paper model)",
+               routes=("vllm:{weights},preset=mim-llava-med",)),
+    ModelEntry("med-mantis", "Mantis-8B-siglip-llama3 fine-tuned on Med-MIM, local checkpoint, on a vLLM server (paper model)",
+               routes=("vllm:{weights},preset=med-mantis",)),
 )
 
 

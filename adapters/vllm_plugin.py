@@ -21,7 +21,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             factory="medmim_eval.adapters.vllm_adapter:make_vllm",
             extras=("vllm", "openai"),
             target="required",
-            example="vllm:/models/Med-Mantis  or  vllm:OpenGVLab/InternVL2-8B,tp=2  or  "
+            example="vllm:/models/med-mantis  or  vllm:OpenGVLab/InternVL2-8B,tp=2  or  "
                     "vllm:NAME,base_url=http://127.0.0.1:8000/v1",
             check="medmim_eval.adapters.vllm_adapter:check_vllm",
             remote="medmim_eval.adapters.vllm_adapter:remote_vllm",
@@ -35,7 +35,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             factory="medmim_eval.adapters.vllm_offline:make_vllm_offline",
             extras=("vllm",),
             target="required",
-            example="vllm-offline:/models/MIM-LLaVA-Med,preset=MIM-LLaVA-Med,batch=64",
+            example="vllm-offline:/models/mim-llava-med,preset=mim-llava-med,batch=64",
             check="medmim_eval.adapters.vllm_offline:check_vllm_offline",
         )
     )

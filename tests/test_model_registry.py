@@ -19,8 +19,8 @@ from medmim_eval.errors import MedmimError
 from medmim_eval.plugins import create_plugin_host
 from medmim_eval.run_setup import route_for
 
-PAPER_MODELS = {"InternVL2-8B", "Mantis-8B-siglip-llama3", "Mantis-8B-Idefics2", "LLaVA-Med-7B", "MIM-LLaVA-Med",
-                "Med-Mantis"}
+PAPER_MODELS = {"internvl2-8b", "mantis-8b", "mantis-8b-idefics2", "llava-med-7b", "mim-llava-med",
+                "med-mantis"}
 
 
 def _checkpoint(folder: Path, architecture: str = "LlavaForConditionalGeneration") -> Path:
@@ -48,9 +48,9 @@ def test_paper_models_are_registered_with_vllm_routes_only() -> None:
         entry = host.models.get(name)
         assert entry.paper
         assert all(route.startswith("vllm:{weights}") for route in entry.routes), entry.routes
-    assert host.models.get("Mantis-8B-Idefics2").routes == ()  # vLLM has no Idefics2
-    assert host.models.get("InternVL2-8B").weights == "OpenGVLab/InternVL2-8B"
-    assert host.models.get("LLaVA-Med-7B").weights is None  # never the original-format hub checkpoint
+    assert host.models.get("mantis-8b-idefics2").routes == ()  # vLLM has no Idefics2
+    assert host.models.get("internvl2-8b").weights == "OpenGVLab/InternVL2-8B"
+    assert host.models.get("llava-med-7b").weights is None  # never the original-format hub checkpoint
     assert {"vllm", "vllm-offline"} <= set(host.adapters.names())
 
 
@@ -60,7 +60,7 @@ def test_launch_flags_per_model() -> None:
     assert internvl[internvl.index("--limit-mm-per-prompt") + 1] == '{"image": 3}'
     assert internvl[internvl.index("--max-model-len") + 1] == "16384"
 
-    mantis = registry.server_args(registry.engine_settings("/w/Med-Mantis", {"preset": "Med-Mantis", "tp": "2", "dp": "4"}))
+    mantis = registry.server_args(registry.engine_settings("/w/med-mantis", {"preset": "med-mantis", "tp": "2", "dp": "4"}))
     overrides = json.loads(mantis[mantis.index("--hf-overrides") + 1])
     assert overrides == {"architectures": ["LlavaForConditionalGeneration"]}
     assert Path(mantis[mantis.index("--chat-template") + 1]).name == "mantis_llama3.jinja"
@@ -114,7 +114,7 @@ def test_llava_med_and_internvl_templates() -> None:
 
 def test_check_names_the_fix_when_vllm_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openai")
-    folder = _checkpoint(tmp_path / "Med-Mantis")
+    folder = _checkpoint(tmp_path / "med-mantis")
     if has_vllm(sys.executable):
         pytest.skip("this python has vllm")
     reason = check_vllm(str(folder), {})
@@ -129,7 +129,7 @@ def test_check_names_the_fix_when_vllm_is_missing(tmp_path: Path, monkeypatch: p
 def test_check_passes_with_a_launcher_that_has_vllm(tmp_path: Path, python_with_vllm: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openai")
-    folder = _checkpoint(tmp_path / "Med-Mantis")
+    folder = _checkpoint(tmp_path / "med-mantis")
     assert check_vllm(str(folder), {"launcher": python_with_vllm}) is None
     monkeypatch.setenv("MEDMIM_VLLM_PYTHON", python_with_vllm)
     assert check_vllm(str(folder), {}) is None
@@ -141,32 +141,32 @@ def test_route_for_uses_weights_and_reports_every_reason(tmp_path: Path, python_
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openai")
     host = create_plugin_host()
-    route, reason = route_for(host.models.get("Med-Mantis"), host)
+    route, reason = route_for(host.models.get("med-mantis"), host)
     assert route is None and "no weights" in reason and "MEDMIM_WEIGHTS_MED_MANTIS" in reason
     folder = _checkpoint(tmp_path / "med-mantis")
     monkeypatch.setenv("MEDMIM_WEIGHTS_MED_MANTIS", str(folder))
     monkeypatch.setenv("MEDMIM_VLLM_PYTHON", python_with_vllm)
-    route, reason = route_for(host.models.get("Med-Mantis"), host)
+    route, reason = route_for(host.models.get("med-mantis"), host)
     assert route is not None, reason
     assert (route.adapter, route.target) == ("vllm", str(folder))
-    assert route.option_dict == {"preset": "Med-Mantis", "label": "Med-Mantis"}
-    route, reason = route_for(host.models.get("Mantis-8B-Idefics2"), host)
+    assert route.option_dict == {"preset": "med-mantis", "label": "med-mantis"}
+    route, reason = route_for(host.models.get("mantis-8b-idefics2"), host)
     assert route is None and reason == "no route registered"
 
 
 def test_models_all_runs_the_baselines_and_lists_each_unavailable_model(tmp_path: Path) -> None:
     pytest.importorskip("openai")
-    mantis = _checkpoint(tmp_path / "weights" / "Med-Mantis")
-    original = _checkpoint(tmp_path / "weights" / "LLaVA-Med-7B", "LlavaMistralForCausalLM")
+    mantis = _checkpoint(tmp_path / "weights" / "med-mantis")
+    original = _checkpoint(tmp_path / "weights" / "llava-med-7b", "LlavaMistralForCausalLM")
     result = run_cli("run", "--models", "all", "--tasks", "synth-comparison:closed", "--limit", "2", "--output",
                      str(tmp_path / "run"), "--quiet",
                      env={"MEDMIM_WEIGHTS_DIR": str(mantis.parent), "MEDMIM_VLLM_PYTHON": sys.executable})
     assert result.returncode == 0, result.stderr
     skipped = {line.split("'")[1]: line for line in result.stderr.splitlines() if line.startswith("skipping model")}
     assert PAPER_MODELS <= set(skipped)
-    assert "vllm is not installed for" in skipped["Med-Mantis"] and "base_url=" in skipped["Med-Mantis"]
-    assert str(original) in skipped["LLaVA-Med-7B"] and "HF-format" in skipped["LLaVA-Med-7B"]
-    assert "no weights" in skipped["InternVL2-8B"]
+    assert "vllm is not installed for" in skipped["med-mantis"] and "base_url=" in skipped["med-mantis"]
+    assert str(original) in skipped["llava-med-7b"] and "HF-format" in skipped["llava-med-7b"]
+    assert "no weights" in skipped["internvl2-8b"]
     models = {json.loads(line)["model"] for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()}
     assert models == {"random", "majority"}
 
@@ -257,7 +257,7 @@ def test_serve_resolves_a_named_model(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("MEDMIM_WEIGHTS_INTERNVL2_8B", str(folder))
     monkeypatch.setenv("MEDMIM_VLLM_PYTHON", python_with_vllm)
     host = create_plugin_host()
-    target, options = resolve_target("InternVL2-8B", {"tp": "2"}, host)
-    assert target == str(folder) and options["preset"] == "InternVL2-8B" and options["tp"] == "2"
+    target, options = resolve_target("internvl2-8b", {"tp": "2"}, host)
+    assert target == str(folder) and options["preset"] == "internvl2-8b" and options["tp"] == "2"
     assert resolve_target("/m/x,max_images=2", {}, host) == ("/m/x", {"max_images": "2"})
     assert resolve_target("vllm:org/model", {"tp": "4"}, host) == ("org/model", {"tp": "4"})
