@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from test_vllm_integration import group_alive
 
 from medmim_eval.adapters import model_registry as registry
 from medmim_eval.adapters.vllm_adapter import check_vllm, remote_vllm
@@ -193,19 +194,6 @@ def test_launch_env_from_environment_and_options(monkeypatch: pytest.MonkeyPatch
         launch_env({})
 
 
-def _group_alive(pgid: int) -> list[str]:
-    """Live (non-zombie) processes of a process group."""
-    alive = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(stat_file.parent.name)
-    return alive
-
-
 def _fake_vllm(tmp_path: Path, body: str) -> dict[str, str]:
     """A ``vllm.entrypoints.openai.api_server`` module doing ``body``: a stand-in server process
     for the supervisor's failure paths (it answers no request)."""
@@ -242,9 +230,9 @@ def test_a_server_that_never_gets_healthy_is_killed_with_its_group(tmp_path: Pat
         server.wait_healthy()
     assert time.monotonic() - started < 20
     deadline = time.monotonic() + 10
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _group_alive(pgid), "the server ignored SIGTERM, its group must be SIGKILLed"
+    assert not group_alive(pgid), "the server ignored SIGTERM, its group must be SIGKILLed"
     assert "loading..." in (tmp_path / "server.log").read_text()
     server.stop()  # idempotent
 
