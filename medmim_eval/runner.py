@@ -207,16 +207,20 @@ class Runner:
             self.display.message(f"{model_id}: every selected sample is already done in {self.run_dir}")
         try:
             adapter: ModelAdapter = entry.load_factory()(spec.target, spec.option_dict, context)
-            adapter.model_id = model_id
-            fingerprint = adapter.fingerprint()
         except (MedmimError, MissingBackendError, ImportError) as exc:
-            self.summary.model_failures[model_id] = str(exc)
-            self.display.message(f"error: model '{model_id}' could not be loaded: {exc}")
+            self._model_failed(model_id, exc)
             return
-        add_model(manifest, ModelInfo(id=model_id, spec=str(spec), adapter=entry.name,
-                                      plugin=self.host.adapters.owners.get(entry.name, ""), fingerprint=fingerprint))
-        write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
+        # From here on the adapter may hold a server or a worker: it is closed whatever happens.
         try:
+            adapter.model_id = model_id
+            try:
+                fingerprint = adapter.fingerprint()
+            except (MedmimError, MissingBackendError, ImportError) as exc:
+                self._model_failed(model_id, exc)
+                return
+            add_model(manifest, ModelInfo(id=model_id, spec=str(spec), adapter=entry.name,
+                                          plugin=self.host.adapters.owners.get(entry.name, ""), fingerprint=fingerprint))
+            write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
             for task, previous, pending in pending_by_task:
                 prepare = getattr(adapter, "prepare", None)
                 if callable(prepare):
@@ -230,6 +234,10 @@ class Runner:
         finally:
             self._record_cost(adapter, model_id, manifest)
             await adapter.aclose()
+
+    def _model_failed(self, model_id: str, exc: BaseException) -> None:
+        self.summary.model_failures[model_id] = str(exc)
+        self.display.message(f"error: model '{model_id}' could not be loaded: {exc}")
 
     def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: Any) -> None:
         """API adapters that price their tokens (``cost_usd()``) get an estimate in the manifest."""

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import CLI, run_cli
 
 from medmim_eval.records import RecordStore
@@ -112,3 +113,53 @@ def test_a_different_model_under_the_same_name_is_refused(tmp_path: Path) -> Non
     assert run_cli("run", "-m", "random,seed=1", "-t", str(task), "-o", str(out), "-q").returncode == 0
     clash = run_cli("run", "-m", "random,seed=2", "-t", str(task), "-o", str(out), "-q")
     assert clash.returncode == 2 and "different fingerprint" in clash.stderr
+
+
+def test_an_adapter_is_closed_even_when_its_model_is_refused(tmp_path: Path) -> None:
+    """A refused model (another fingerprint under the same name) must not leave its server running."""
+    from test_plugins import _tiny_task
+
+    from medmim_eval.adapter import Capabilities, GenerationResult, ModelSpec
+    from medmim_eval.datadir import DataPaths
+    from medmim_eval.errors import MedmimError
+    from medmim_eval.hookspecs import hookimpl
+    from medmim_eval.plugins import create_plugin_host
+    from medmim_eval.registry import AdapterEntry
+    from medmim_eval.run_setup import RunOptions, prepare_run
+    from medmim_eval.runner import run_prepared
+    from medmim_eval.tasks_api import select_tasks
+
+    closed: list[str] = []
+
+    class Holder:
+        capabilities = Capabilities()
+
+        def __init__(self, version: str) -> None:
+            self.model_id, self.version = "holder", version
+
+        def fingerprint(self) -> dict[str, str]:
+            return {"version": self.version}
+
+        async def generate(self, requests):  # type: ignore[no-untyped-def]
+            return [GenerationResult("A") for _ in requests]
+
+        async def aclose(self) -> None:
+            closed.append(self.version)
+
+    class Plugin:
+        @hookimpl
+        def register_adapters(self, register):  # type: ignore[no-untyped-def]
+            register(AdapterEntry(name="holder", description="x", factory=lambda t, o, c: Holder(o["v"])))
+
+    host = create_plugin_host(autoload=False, extra_plugins=(Plugin(),))
+    task = _tiny_task(tmp_path)
+
+    def run(version: str) -> None:
+        options = RunOptions(models=[ModelSpec("holder", None, (("v", version),))], tasks=select_tasks(str(task), host),
+                             output=tmp_path / "out", data=DataPaths.resolve(tmp_path), use_cache=False)
+        run_prepared(prepare_run(options, host), host)
+
+    run("1")
+    with pytest.raises(MedmimError, match="different fingerprint"):
+        run("2")
+    assert closed == ["1", "2"]
