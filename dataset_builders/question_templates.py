@@ -188,13 +188,9 @@ def read_table(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str,
     import csv
 
     from medmim_eval.errors import DataError
+    from medmim_eval.medmim_format import read_text_file
 
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read ({type(exc).__name__})") from None
+    text = read_text_file(path, encoding="utf-8-sig")
     reader = csv.reader(text.splitlines(keepends=True))
     header = [h.strip() for h in next(reader, [])]
     missing = [c for c in required if c not in header]

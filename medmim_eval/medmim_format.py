@@ -93,14 +93,19 @@ def build_prompt(user_text: str, image_paths: list[str]) -> Prompt:
     return Prompt(parts=parts)
 
 
-def read_json_array(path: Path) -> list[Any]:
-    """Read a Med-MIM JSON file, turning any format problem into one ``DataError`` line."""
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """A data file's text; a missing or unreadable file is one ``DataError`` line naming it."""
     try:
-        raw = path.read_text(encoding="utf-8")
+        return path.read_text(encoding=encoding)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc})") from None
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def read_json_array(path: Path) -> list[Any]:
+    """Read a Med-MIM JSON file, turning any format problem into one ``DataError`` line."""
+    raw = read_text_file(path)
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
