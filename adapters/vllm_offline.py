@@ -20,7 +20,6 @@ import atexit
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,8 @@ from typing import Any, Sequence
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
 from medmim_eval.adapters.model_registry import EngineSettings, engine_settings
 from medmim_eval.adapters.vllm_adapter import is_local_target, model_identity, target_problem
-from medmim_eval.adapters.vllm_server import DEFAULT_STARTUP_TIMEOUT_S, launch_env, launcher_python, vllm_missing
+from medmim_eval.adapters.vllm_server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
+                                              launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError
 from medmim_eval.schema import PromptRecord, Sample, TextPart
 
@@ -220,23 +220,7 @@ class VLLMOfflineAdapter:
         _LIVE.discard(self)
         if proc is None:
             return
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        close_process_group(proc, proc.pid, grace)  # the worker leads its own session
 
     async def aclose(self) -> None:
         self.images.close()

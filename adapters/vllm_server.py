@@ -285,25 +285,8 @@ class ServerProcess:
         _LIVE.discard(self)
         if proc is None:
             return
-        if proc.poll() is None:
-            try:
-                if proc.stdin is not None:
-                    proc.stdin.close()  # the supervisor sees EOF: SIGTERM, grace, SIGKILL of the group
-            except OSError:
-                pass
-            try:
-                proc.wait(self.spec.stop_grace + 5)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.pgid is not None:
-            try:
-                os.killpg(self.pgid, signal.SIGKILL)  # stragglers, if the supervisor could not finish
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        # The supervisor sees EOF: SIGTERM, grace, SIGKILL of the group; stragglers are killed here.
+        close_process_group(proc, self.pgid, self.spec.stop_grace + 5)
 
     def __enter__(self) -> "ServerProcess":
         return self
@@ -337,3 +320,27 @@ def launch(spec: LaunchSpec, attempts: int = 2,
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+def close_process_group(proc: "subprocess.Popen[Any]", pgid: int | None, grace: float) -> None:
+    """Close ``proc``'s stdin (its signal to exit and take its process group along), wait up to
+    ``grace`` seconds, then SIGKILL whatever is left of the group ``pgid``."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
+    if proc.poll() is None:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
