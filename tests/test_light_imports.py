@@ -54,9 +54,9 @@ def test_light_commands_import_no_heavy_module() -> None:
     code = (
         "import sys\n"
         "from medmim_eval.cli import main\n"
-        "for argv in (['list'], ['plugins'], ['--help']):\n"
+        "for argv in (['list'], ['plugins'], ['--help'], ['run', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'openai') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

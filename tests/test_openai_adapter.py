@@ -9,8 +9,6 @@ import asyncio
 import hashlib
 import io
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -324,15 +322,8 @@ def test_a_model_the_server_does_not_serve_fails_to_load_with_the_served_names(s
 
 # --- light imports, registration, policy units --------------------------------------------------
 
-def test_light_commands_never_import_openai() -> None:
-    code = (
-        "import sys\nfrom medmim_eval.cli import main\n"
-        "for argv in (['list'], ['plugins'], ['--help'], ['run', '--help']):\n"
-        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "print('openai' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip().splitlines()[-1] == "False"
+def test_gpt4o_is_listed_without_a_key() -> None:
+    # That listing imports no openai is checked with torch and vllm in test_light_imports.py.
     listing = run_cli("list", "models", env={"OPENAI_API_KEY": ""})
     assert "gpt-4o" in listing.stdout and "GPT-4o through the OpenAI API (paper model)" in listing.stdout
 
