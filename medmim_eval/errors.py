@@ -19,3 +19,17 @@ class PluginError(MedmimError):
 
 class MissingBackendError(MedmimError):
     """An adapter's optional backend is not installed; the message names the extra."""
+
+
+class TooManyImagesError(MedmimError):
+    """A sample has more images than the model accepts; nothing was sent (images are never dropped).
+
+    Adapters raise it per sample (returned in ``generate``'s list); the runner records it as an error
+    of this type and views count such samples in their footer.
+    """
+
+    def __init__(self, n_images: int, max_images: int, model: str = "") -> None:
+        self.n_images, self.max_images = n_images, max_images
+        who = f"{model} takes" if model else "the model takes"
+        super().__init__(f"{n_images} images, but {who} at most max_images={max_images}; nothing was sent "
+                         f"(images are never dropped; raise max_images if the model can take more)")
