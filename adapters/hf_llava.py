@@ -7,52 +7,29 @@ the image's patch tokens, so images reach the model in prompt order. Batches are
 may mix image counts. Decoding is greedy unless ``settings.temperature`` > 0, stopping at the
 tokenizer's eos and the format's stop tokens (``<|eot_id|>`` for Llama-3). ``llava_med_mistral``
 pads each image to a square with the processor's mean colour (LLaVA ``image_aspect_ratio: pad``).
-A prompt with more than ``max_images`` images, or whose text carries stray image tokens, is
-answered with an error: nothing is dropped or truncated. Options: see :mod:`.hf_plugin`.
+A prompt with more than ``max_images`` images is answered with ``TooManyImagesError``, one whose
+text carries stray image tokens with ``MedmimError``: nothing is dropped or truncated. Options:
+see :mod:`.hf_plugin`; shared machinery: :mod:`.hf_common`.
 """
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
+from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checkpoint_fingerprint,
+                                            file_sha256, generate_answers, input_device, load_model, load_rgb,
+                                            pad_to_square, placement, read_lineage, stop_token_ids)
 from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_llava, default_format
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import PromptFormat, get_format, render_prompt
 from medmim_eval.schema import PromptRecord, Sample, content_hash
 
+__all__ = ["HFLlavaAdapter", "make_hf_llava", "file_sha256", "pad_to_square"]
 DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, cached by (path, size, mtime) for the life of the process."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
-
-def pad_to_square(image: Any, colour: tuple[int, ...]) -> Any:
-    """``image`` centred on a square canvas of ``colour`` (LLaVA's ``expand2square``)."""
-    from PIL import Image
-
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new(image.mode, (side, side), colour)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
+Prepared = tuple[str, list[Any], PromptRecord]
 
 
 class HFLlavaAdapter:
@@ -66,11 +43,10 @@ class HFLlavaAdapter:
             raise MissingBackendError(INSTALL_HINT) from None
         self.torch = torch
         self.model_id, self.path = model_id, path
+        self.lineage = read_lineage(path)
         self.format: PromptFormat = get_format(options.get("format") or default_format(path))
-        self.device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = (options.get("dtype") or ("bf16" if self.device.startswith("cuda") else "fp32")).lower()
-        self.dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                      "float16": torch.float16}.get(dtype, torch.float32)
+        self.placement = placement(torch, options)
+        self.dtype = self.placement.dtype
         self.max_images = int(options.get("max_images") or DEFAULT_MAX_IMAGES)
         batch = int(options.get("batch") or DEFAULT_BATCH)
         self.capabilities = Capabilities(max_images=self.max_images, interleaved=True, batch_size=batch,
@@ -80,11 +56,12 @@ class HFLlavaAdapter:
         self.image_processor = getattr(self.processor, "image_processor", None)
         if self.tokenizer is None or self.image_processor is None:
             raise MedmimError(f"hf-llava: {path} has no image processor and tokenizer (AutoProcessor gave "
-                              f"{type(self.processor).__name__})")
+                              f"{type(self.processor).__name__}); save the LlavaProcessor into the folder")
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = LlavaForConditionalGeneration.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+        self.model = load_model(LlavaForConditionalGeneration, path, self.placement)
+        self.device = input_device(self.model, self.placement)
         image_id = self.tokenizer.convert_tokens_to_ids(self.format.image_token)
         if image_id != self.model.config.image_token_id:
             raise MedmimError(f"hf-llava: the tokenizer's {self.format.image_token} is id {image_id}, the model "
@@ -94,44 +71,24 @@ class HFLlavaAdapter:
         self.pad_colour = tuple(int(round(float(m) * 255)) for m in mean)
 
     def _eos_ids(self) -> list[int]:
-        ids: list[int] = []
-        configured = self.model.generation_config.eos_token_id
-        for value in [*(configured if isinstance(configured, list) else [configured]), self.tokenizer.eos_token_id]:
-            if isinstance(value, int) and value not in ids:
-                ids.append(value)
-        vocab = self.tokenizer.get_vocab()
-        for token in self.format.stop_strings:
-            if token in vocab and vocab[token] not in ids:
-                ids.append(vocab[token])
-        return ids
+        return stop_token_ids(self.model, self.tokenizer, self.format)
 
     def fingerprint(self) -> dict[str, Any]:
-        weights = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.safetensors"))}
-        return {"adapter": "hf-llava", "path": str(self.path), "format": self.format.name,
-                "dtype": str(self.dtype).removeprefix("torch."), "max_images": self.max_images,
-                "config_sha256": file_sha256(self.path / "config.json"), "weights": weights}
+        return checkpoint_fingerprint("hf-llava", self.path, self.lineage, format=self.format.name,
+                                      dtype=self.placement.dtype_name, max_images=self.max_images)
 
     # --- preparing one prompt --------------------------------------------------------------------
     def _load_image(self, path: str) -> tuple[Any, str | None]:
-        from PIL import Image
-
-        from medmim_eval.adapters.image_payload import to_8bit
-
-        with Image.open(path) as image:
-            image.load()
-            pixels, note = to_8bit(image)
-            pixels = pixels.convert("RGB")
+        pixels, note = load_rgb(path)
         if self.format.name == "llava_med_mistral" and pixels.width != pixels.height:
             pixels = pad_to_square(pixels, self.pad_colour)
             note = ", ".join(filter(None, [note, f"padded to {pixels.width}x{pixels.height} with the mean colour"]))
         return pixels, note
 
-    def prepare_sample(self, sample: Sample) -> tuple[str, list[Any], PromptRecord]:
+    def prepare_sample(self, sample: Sample) -> Prepared:
         """The rendered text, the images in prompt order and the record; raises MedmimError if refused."""
+        check_image_count(sample, self.max_images, self.model_id)
         images = sample.prompt.images
-        if len(images) > self.max_images:
-            raise MedmimError(f"{len(images)} images, more than max_images={self.max_images}; nothing was sent "
-                              f"(images are never dropped)")
         text = render_prompt(self.format, sample.prompt)
         if text.count(self.format.image_token) != len(images):
             raise MedmimError(f"the prompt text itself contains {self.format.image_token!r}; nothing was sent")
@@ -163,53 +120,24 @@ class HFLlavaAdapter:
             out = self.model(**self.encode([p[0] for p in prepared], [p[1] for p in prepared]))
         return out.logits[:, -1].float().cpu()
 
-    def run(self, prepared: list[tuple[str, list[Any], PromptRecord]],
-            settings: GenerationSettings) -> list[GenerationResult]:
-        torch = self.torch
+    def run(self, prepared: list[Prepared], settings: GenerationSettings) -> list[GenerationResult]:
         inputs = self.encode([p[0] for p in prepared], [p[1] for p in prepared])
         image_tokens = (inputs["input_ids"] == self.model.config.image_token_id).sum(dim=1).tolist()
-        sampling: dict[str, Any] = {"do_sample": False}
-        if settings.temperature > 0:
-            torch.manual_seed(settings.seed)
-            sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": 1.0, "top_k": 0}
-        with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=settings.max_new_tokens, eos_token_id=self.eos_ids,
-                                         pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        start = inputs["input_ids"].shape[1]
         sizes = [(int(inputs["pixel_values"].shape[-1]), int(inputs["pixel_values"].shape[-2]))] \
             if "pixel_values" in inputs else []
-        results = []
-        for row, (text, images, record) in enumerate(prepared):
-            new = output[row, start:].tolist()
-            ends = [i for i, t in enumerate(new) if t in self.eos_ids]
-            new = new[: ends[0]] if ends else new
-            answer = self.tokenizer.decode(new, skip_special_tokens=True)
-            for stop in self.format.stop_strings:
-                answer = answer.split(stop)[0]
-            sent = record.model_copy(update={"image_sizes": sizes * len(images)})
+        for row, (_, images, _) in enumerate(prepared):
             if images and image_tokens[row] % len(images):
                 raise MedmimError(f"{image_tokens[row]} image tokens for {len(images)} images")
-            prompt_tokens = int(inputs["attention_mask"][row].sum())
-            results.append(GenerationResult(text=answer.strip(), sent=sent,
-                                            tokens={"prompt_tokens": prompt_tokens, "completion_tokens": len(new)}))
+        answers = generate_answers(self.torch, self.model, self.tokenizer, inputs, settings, self.eos_ids, self.format)
+        results = []
+        for (_, images, record), (answer, tokens) in zip(prepared, answers, strict=True):
+            sent = record.model_copy(update={"image_sizes": sizes * len(images)})
+            results.append(GenerationResult(text=answer, sent=sent, tokens=tokens))
         return results
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
         """One result per request, in order; a refused or unreadable sample comes back as its exception."""
-        out: list[GenerationResult | BaseException | None] = [None] * len(requests)
-        groups: dict[GenerationSettings, list[tuple[int, tuple[str, list[Any], PromptRecord]]]] = {}
-        for i, request in enumerate(requests):
-            try:
-                prepared = await asyncio.to_thread(self.prepare_sample, request.sample)
-            except (MedmimError, OSError, ValueError) as exc:
-                out[i] = exc
-                continue
-            groups.setdefault(request.settings, []).append((i, prepared))
-        for settings, members in groups.items():
-            results = await asyncio.to_thread(self.run, [m[1] for m in members], settings)
-            for (i, _), result in zip(members, results, strict=True):
-                out[i] = result
-        return [r if r is not None else RuntimeError("no answer") for r in out]
+        return await answer_requests(requests, self.prepare_sample, self.run)
 
     async def aclose(self) -> None:
         self.model = None  # type: ignore[assignment]

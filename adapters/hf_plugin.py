@@ -1,43 +1,69 @@
-"""Registers the ``hf-llava`` adapter (a local LLaVA-architecture checkpoint run by transformers).
+"""Registers the in-process transformers adapters: ``hf-llava`` and ``hf-idefics2``.
 
-Imported by every command, so it stays light: the check only looks torch and transformers up.
+Imported by every command, so it stays light: the checks look torch and transformers up without
+importing them and read only ``config.json``.
 
-Spec: ``hf-llava:PATH[,key=value...]``; PATH is a folder with ``config.json``, the weights and a
-processor (``LlavaProcessor``). Options (all optional):
+Specs: ``hf-llava:PATH[,key=value...]`` (a ``LlavaForConditionalGeneration`` folder with its
+``LlavaProcessor``: Mantis-8B-siglip-llama3, an HF-format LLaVA-Med port, fine-tuned checkpoints)
+and ``hf-idefics2:PATH[,key=value...]`` (an ``Idefics2ForConditionalGeneration`` folder with its
+``Idefics2Processor``: Mantis-8B-Idefics2). Options (all optional):
 
-================  ===========================================================================
-``format``        ``mantis_llama3`` or ``llava_med_mistral`` (see :mod:`medmim_eval.prompt_formats`);
-                  default: ``medmim_prompt_format`` in config.json, else ``llava_med_mistral``
-                  for a Mistral text model, else ``mantis_llama3``.
-``dtype``         ``bf16``/``fp16``/``fp32`` (default bf16 on GPU, fp32 on CPU).
-``device``        a torch device (default ``cuda`` when available, else ``cpu``).
-``batch``         prompts per ``generate`` call, left-padded; image counts may differ (default 8).
-``max_images``    the most images per prompt (default 3); a sample with more is an error
-                  record, never silently truncated.
-================  ===========================================================================
+==================  =========================================================================
+``format``          hf-llava: ``mantis_llama3`` or ``llava_med_mistral`` (see
+                    :mod:`medmim_eval.prompt_formats`); default ``medmim_prompt_format`` in
+                    config.json, else ``llava_med_mistral`` for a Mistral text model, else
+                    ``mantis_llama3``. hf-idefics2: ``idefics2`` only.
+``dtype``           ``bf16``/``fp16``/``fp32`` (default bf16 on a GPU, fp32 on the CPU).
+``device``          a torch device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` (default ``cuda:$LOCAL_RANK``
+                    under ``accelerate launch``/torchrun, else ``cuda`` when available, else ``cpu``).
+``device_map``      ``auto`` (or ``balanced``, ``balanced_low_0``, ``sequential``): accelerate spreads
+                    the model over the GPUs of this process (a model too large for one GPU); on a
+                    CPU-only host it loads on the CPU. Not together with ``device``.
+``batch``           prompts per ``generate`` call, left-padded; image counts may differ (default 8).
+``max_images``      the most images per prompt (default 3); a sample with more is an error
+                    record (``TooManyImagesError``), never silently truncated.
+``image_splitting`` hf-idefics2 only: ``1`` splits each image into 4 crops + the whole image
+                    (Idefics2's default); default ``0``, as Mantis-8B-Idefics2 was trained.
+``label``           the model's name in tables.
+==================  =========================================================================
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
 INSTALL_HINT = "the hf backend (torch, transformers) is not installed: pip install 'medmim-eval[hf]'"
-KNOWN_OPTIONS = frozenset({"format", "dtype", "device", "batch", "max_images", "label"})
-LLAVA_FORMATS = ("mantis_llama3", "llava_med_mistral")
+COMMON_OPTIONS = frozenset({"format", "dtype", "device", "device_map", "batch", "max_images", "label"})
+KNOWN_OPTIONS = {"hf-llava": COMMON_OPTIONS, "hf-idefics2": COMMON_OPTIONS | {"image_splitting"}}
+FORMATS = {"hf-llava": ("mantis_llama3", "llava_med_mistral"), "hf-idefics2": ("idefics2",)}
+LLAVA_FORMATS = FORMATS["hf-llava"]
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+_DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
+# config.json "model_type" each adapter loads, and the adapter to use for the other one.
+MODEL_TYPES = {"hf-llava": "llava", "hf-idefics2": "idefics2"}
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+ORIGINAL_LLAVA = ("is the original LLaVA-repository checkpoint (LlavaMistralForCausalLM); hf-llava needs an "
+                  "HF-format LlavaForConditionalGeneration port (see adapters/model_registry.py)")
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def default_format(folder: Path) -> str:
-    """The prompt format a checkpoint declares or implies (see the module docstring)."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "mantis_llama3"
+    """The prompt format a LLaVA checkpoint declares or implies (see the module docstring)."""
+    config = _config(folder)
     declared = config.get("medmim_prompt_format")
     if isinstance(declared, str) and declared:
         return declared
@@ -45,34 +71,67 @@ def default_format(folder: Path) -> str:
     return "llava_med_mistral" if text.get("model_type") == "mistral" else "mantis_llama3"
 
 
-def option_problem(options: dict[str, str]) -> str | None:
-    """Why the options are invalid (one line), or None."""
-    unknown = sorted(set(options) - KNOWN_OPTIONS)
+def option_problem(options: dict[str, str], adapter: str = "hf-llava") -> str | None:
+    """Why the options are invalid for ``adapter`` (one line naming the fix), or None."""
+    known = KNOWN_OPTIONS[adapter]
+    unknown = sorted(set(options) - known)
     if unknown:
-        return f"unknown option(s) {', '.join(unknown)}; hf-llava knows {', '.join(sorted(KNOWN_OPTIONS))}"
+        return f"unknown option(s) {', '.join(unknown)}; {adapter} knows {', '.join(sorted(known))}"
     fmt = options.get("format")
-    if fmt and fmt not in LLAVA_FORMATS:
-        return f"hf-llava format={fmt!r}: use {' or '.join(LLAVA_FORMATS)}"
+    if fmt and fmt not in FORMATS[adapter]:
+        return f"{adapter} format={fmt!r}: use {' or '.join(FORMATS[adapter])}"
     dtype = options.get("dtype")
     if dtype and dtype.lower() not in DTYPES:
-        return f"hf-llava dtype={dtype!r}: use bf16, fp16 or fp32"
+        return f"{adapter} dtype={dtype!r}: use bf16, fp16 or fp32"
+    device, device_map = options.get("device"), options.get("device_map")
+    if device and not _DEVICE.match(device):
+        return f"{adapter} device={device!r}: use cpu, cuda, cuda:N or mps"
+    if device_map and device_map not in DEVICE_MAPS:
+        return f"{adapter} device_map={device_map!r}: use {', '.join(DEVICE_MAPS)}"
+    if device and device_map:
+        return f"{adapter}: give device= or device_map=, not both"
     for name in ("batch", "max_images"):
         raw = options.get(name)
         if raw and (not raw.isdigit() or int(raw) < 1):
-            return f"hf-llava option {name}={raw!r} must be a positive integer"
+            return f"{adapter} option {name}={raw!r} must be a positive integer"
+    splitting = options.get("image_splitting")
+    if splitting and splitting not in ("0", "1"):
+        return f"{adapter} image_splitting={splitting!r}: use 0 or 1"
     return None
 
 
-def check_hf_llava(target: str | None, options: dict[str, str]) -> str | None:
-    """Cheap prerequisite check (imports nothing heavy): backend, checkpoint folder, options."""
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-        return INSTALL_HINT
-    if not target:
-        return "hf-llava needs a checkpoint folder: hf-llava:PATH"
-    folder = Path(target).expanduser()
+def checkpoint_problem(adapter: str, folder: Path) -> str | None:
+    """Why ``folder`` is not a checkpoint ``adapter`` loads (from config.json and the file names), or None."""
     if not (folder / "config.json").is_file():
-        return f"hf-llava: {folder} is not a checkpoint folder (no config.json there)"
-    return option_problem(options)
+        return f"{adapter}: {folder} is not a checkpoint folder (no config.json there)"
+    config = _config(folder)
+    if "LlavaMistralForCausalLM" in (config.get("architectures") or []):
+        return f"{adapter}: {folder} {ORIGINAL_LLAVA}"
+    model_type = config.get("model_type")
+    for other, other_type in MODEL_TYPES.items():
+        if other != adapter and model_type == other_type:
+            return f"{adapter}: {folder} is a {model_type} checkpoint; use {other}:{folder}"
+    if adapter == "hf-idefics2" and model_type != "idefics2":
+        return f"hf-idefics2: {folder} is not an Idefics2 checkpoint (model_type {model_type!r} in config.json)"
+    if not any(next(folder.glob(p), None) for p in WEIGHT_PATTERNS):
+        return f"{adapter}: {folder} has no weight files (*.safetensors or pytorch_model*.bin); copy the complete checkpoint"
+    return None
+
+
+def _check(adapter: str) -> Callable[[str | None, dict[str, str]], str | None]:
+    def check(target: str | None, options: dict[str, str]) -> str | None:
+        """Cheap prerequisite check (imports nothing heavy): backend, checkpoint folder, options."""
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+            return INSTALL_HINT
+        if not target:
+            return f"{adapter} needs a checkpoint folder: {adapter}:PATH"
+        return checkpoint_problem(adapter, Path(target).expanduser()) or option_problem(options, adapter)
+
+    return check
+
+
+check_hf_llava = _check("hf-llava")
+check_hf_idefics2 = _check("hf-idefics2")
 
 
 @hookimpl
@@ -87,5 +146,16 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-llava:/models/mantis-8b-siglip-llama3,format=mantis_llama3,batch=8",
             check=check_hf_llava,
+        )
+    )
+    register(
+        AdapterEntry(
+            name="hf-idefics2",
+            description="a local Idefics2 checkpoint (Mantis-8B-Idefics2) run in-process by transformers",
+            factory="medmim_eval.adapters.hf_idefics2:make_hf_idefics2",
+            extras=("hf",),
+            target="required",
+            example="hf-idefics2:/models/Mantis-8B-Idefics2,batch=8",
+            check=check_hf_idefics2,
         )
     )

@@ -42,14 +42,23 @@ def python_with_vllm(tmp_path: Path) -> str:
     return str(wrapper)
 
 
-def test_paper_models_are_registered_with_vllm_routes_only() -> None:
+IN_PROCESS_ROUTES = {"mantis-8b": "hf-llava:{weights},format=mantis_llama3",
+                     "med-mantis": "hf-llava:{weights},format=mantis_llama3",
+                     "llava-med-7b": "hf-llava:{weights},format=llava_med_mistral",
+                     "mim-llava-med": "hf-llava:{weights},format=llava_med_mistral"}
+
+
+def test_paper_models_try_vllm_first_then_in_process() -> None:
     host = create_plugin_host()
     assert PAPER_MODELS <= set(host.models.names())
     for name in PAPER_MODELS:
         entry = host.models.get(name)
         assert entry.paper
-        assert all(route.startswith("vllm:{weights}") for route in entry.routes), entry.routes
-    assert host.models.get("mantis-8b-idefics2").routes == ()  # vLLM has no Idefics2
+        served = tuple(route for route in entry.routes if route.startswith("vllm:{weights}"))
+        assert entry.routes[: len(served)] == served, entry.routes  # served routes come first
+    for name, route in IN_PROCESS_ROUTES.items():
+        assert route in host.models.get(name).routes[1:], (name, host.models.get(name).routes)
+    assert host.models.get("mantis-8b-idefics2").routes == ("hf-idefics2:{weights}",)  # vLLM has no Idefics2
     assert host.models.get("internvl2-8b").weights == "OpenGVLab/InternVL2-8B"
     assert host.models.get("llava-med-7b").weights is None  # never the original-format hub checkpoint
     assert {"vllm", "vllm-offline"} <= set(host.adapters.names())
@@ -152,7 +161,7 @@ def test_route_for_uses_weights_and_reports_every_reason(tmp_path: Path, python_
     assert (route.adapter, route.target) == ("vllm", str(folder))
     assert route.option_dict == {"preset": "med-mantis", "label": "med-mantis"}
     route, reason = route_for(host.models.get("mantis-8b-idefics2"), host)
-    assert route is None and reason == "no route registered"
+    assert route is None and reason.startswith("hf-idefics2: no weights") and "MEDMIM_WEIGHTS_MANTIS_8B_IDEFICS2" in reason
 
 
 def test_models_all_runs_the_baselines_and_lists_each_unavailable_model(tmp_path: Path) -> None:
@@ -249,3 +258,28 @@ def test_serve_resolves_a_named_model(tmp_path: Path, monkeypatch: pytest.Monkey
     assert target == str(folder) and options["preset"] == "internvl2-8b" and options["tp"] == "2"
     assert resolve_target("/m/x,max_images=2", {}, host) == ("/m/x", {"max_images": "2"})
     assert resolve_target("vllm:org/model", {"tp": "4"}, host) == ("org/model", {"tp": "4"})
+
+
+def test_named_models_resolve_to_in_process_routes_when_weights_exist(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("transformers")
+    from tiny_models import tiny_idefics2, tiny_llava_clip_mistral
+
+    from medmim_eval.adapter import parse_model_specs
+    from medmim_eval.run_setup import resolve_models
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "Mantis-8B-Idefics2").symlink_to(tiny_idefics2())  # the hub id's last part
+    (weights / "llava-med-7b").symlink_to(tiny_llava_clip_mistral())
+    monkeypatch.setenv("MEDMIM_WEIGHTS_DIR", str(weights))
+    host = create_plugin_host()
+    [(spec, entry)], unavailable = resolve_models(parse_model_specs("mantis-8b-idefics2,batch=2"), host)
+    assert (spec.adapter, spec.target, entry.name) == ("hf-idefics2", str(weights / "Mantis-8B-Idefics2"), "hf-idefics2")
+    assert spec.option_dict == {"batch": "2", "label": "mantis-8b-idefics2"} and unavailable == []
+    if has_vllm(sys.executable):
+        return  # the vLLM route comes first where vLLM is installed
+    monkeypatch.setenv("MEDMIM_VLLM_PYTHON", sys.executable)
+    [(spec, _)], _ = resolve_models(parse_model_specs("llava-med-7b"), host)
+    assert (spec.adapter, spec.target) == ("hf-llava", str(weights / "llava-med-7b"))
+    assert spec.option_dict == {"format": "llava_med_mistral", "label": "llava-med-7b"}
