@@ -1,0 +1,139 @@
+"""Registers the ``hf-internvl`` adapter (an InternVL checkpoint run in-process by transformers).
+
+Imported by every command, so it stays light: the check looks torch and transformers up without
+importing them and reads only ``config.json``.
+
+Spec: ``hf-internvl:PATH[,key=value...]``. PATH is either
+
+* an original InternVL2 checkpoint with its remote code (``InternVLChatModel``, ``auto_map`` in
+  config.json; e.g. OpenGVLab/InternVL2-8B): run through ``model.chat`` (``mode=remote``), or
+* a transformers-native InternVL checkpoint (``model_type: internvl``, e.g. the ``-hf``
+  conversions): run through ``InternVLForConditionalGeneration`` (``mode=native``).
+
+Options (all optional):
+
+==============  ===========================================================================
+``mode``        ``remote`` or ``native`` (default: from config.json, as above).
+``max_tiles``   the tile budget of one sample, shared by its images: each image may use
+                ``max(1, max_tiles // n_images)`` tiles (+ a thumbnail when it uses more than
+                one), so 3 images fit (default 12, InternVL2's per-image default).
+``max_images``  the most images per prompt (default 3); a sample with more is an error record
+                (``TooManyImagesError``), never truncated.
+``batch``       native mode: prompts per ``generate`` call, left-padded, image counts may differ
+                (default 8). Remote mode answers one sample per ``model.chat`` call.
+``dtype``       ``bf16``/``fp16``/``fp32`` (default bf16 on a GPU, fp32 on the CPU).
+``device``      ``cpu``, ``cuda``, ``cuda:N``, ``mps`` (default ``cuda:$LOCAL_RANK`` under
+                ``accelerate launch``/torchrun, else ``cuda`` when available, else ``cpu``).
+``device_map``  ``auto`` (or ``balanced``, ``balanced_low_0``, ``sequential``): accelerate spreads
+                the model over this process's GPUs. Not together with ``device``.
+``label``       the model's name in tables.
+==============  ===========================================================================
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from medmim_eval.hookspecs import hookimpl
+from medmim_eval.registry import AdapterEntry
+
+ADAPTER = "hf-internvl"
+INSTALL_HINT = "the hf backend (torch, transformers) is not installed: pip install 'medmim-eval[hf]'"
+KNOWN_OPTIONS = frozenset({"mode", "max_tiles", "max_images", "batch", "dtype", "device", "device_map", "label"})
+MODES = ("remote", "native")
+DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+_DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The parsed config.json of ``folder`` ({} when missing or unreadable)."""
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def checkpoint_mode(config: dict[str, Any]) -> str | None:
+    """``remote`` for an InternVLChatModel/remote-code checkpoint, ``native`` for ``model_type: internvl``."""
+    if "InternVLChatModel" in (config.get("architectures") or []) or config.get("model_type") == "internvl_chat":
+        return "remote"
+    if config.get("model_type") == "internvl":
+        return "native"
+    return "remote" if config.get("auto_map") else None
+
+
+def option_problem(options: dict[str, str]) -> str | None:
+    """Why the options are invalid (one line naming the fix), or None."""
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        return f"unknown option(s) {', '.join(unknown)}; {ADAPTER} knows {', '.join(sorted(KNOWN_OPTIONS))}"
+    mode = options.get("mode")
+    if mode and mode not in MODES:
+        return f"{ADAPTER} mode={mode!r}: use remote (the checkpoint's own model.chat) or native (transformers)"
+    dtype = options.get("dtype")
+    if dtype and dtype.lower() not in DTYPES:
+        return f"{ADAPTER} dtype={dtype!r}: use bf16, fp16 or fp32"
+    device, device_map = options.get("device"), options.get("device_map")
+    if device and not _DEVICE.match(device):
+        return f"{ADAPTER} device={device!r}: use cpu, cuda, cuda:N or mps"
+    if device_map and device_map not in DEVICE_MAPS:
+        return f"{ADAPTER} device_map={device_map!r}: use {', '.join(DEVICE_MAPS)}"
+    if device and device_map:
+        return f"{ADAPTER}: give device= or device_map=, not both"
+    for name in ("max_tiles", "max_images", "batch"):
+        raw = options.get(name)
+        if raw and (not raw.isdigit() or int(raw) < 1):
+            return f"{ADAPTER} option {name}={raw!r} must be a positive integer"
+    return None
+
+
+def checkpoint_problem(folder: Path, options: dict[str, str]) -> str | None:
+    """Why ``folder`` cannot run in the requested mode (one line naming the fix), or None."""
+    if not (folder / "config.json").is_file():
+        return f"{ADAPTER}: {folder} is not a checkpoint folder (no config.json there)"
+    config = read_config(folder)
+    found = checkpoint_mode(config)
+    if found is None:
+        return (f"{ADAPTER}: {folder} is not an InternVL checkpoint (model_type {config.get('model_type')!r}, "
+                f"no auto_map in config.json); point it at an InternVL2 or transformers InternVL folder")
+    wanted = options.get("mode") or found
+    if wanted == "native" and found == "remote":
+        return (f"{ADAPTER}: {folder} is a remote-code InternVL checkpoint (InternVLChatModel); use mode=remote, "
+                f"or a transformers-format conversion (model_type internvl) with mode=native")
+    if wanted == "remote" and found == "native" and not config.get("auto_map"):
+        return (f"{ADAPTER}: {folder} is a transformers-native InternVL checkpoint without remote code "
+                f"(no auto_map in config.json); use mode=native")
+    if not any(next(folder.glob(p), None) for p in WEIGHT_PATTERNS):
+        return f"{ADAPTER}: {folder} has no weight files (*.safetensors or pytorch_model*.bin); copy the complete checkpoint"
+    return None
+
+
+def check_hf_internvl(target: str | None, options: dict[str, str]) -> str | None:
+    """Cheap prerequisite check (imports nothing heavy): backend, options, checkpoint folder."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        return INSTALL_HINT
+    if not target:
+        return f"{ADAPTER} needs a checkpoint folder: {ADAPTER}:PATH"
+    return option_problem(options) or checkpoint_problem(Path(target).expanduser(), options)
+
+
+@hookimpl
+def register_adapters(register: Callable[[object], None]) -> None:
+    register(
+        AdapterEntry(
+            name=ADAPTER,
+            description="a local InternVL checkpoint run in-process by transformers: InternVL2 through its "
+                        "remote code (model.chat, dynamic tiling) or a transformers-native InternVL",
+            factory="medmim_eval.adapters.hf_internvl:make_hf_internvl",
+            extras=("hf",),
+            target="required",
+            example="hf-internvl:/models/InternVL2-8B,mode=remote,max_tiles=12",
+            check=check_hf_internvl,
+        )
+    )
