@@ -17,8 +17,9 @@ Facts checked against vLLM 0.32 (the CPU build used by the tests):
   the override now pins the plain LLaVA implementation and the Mantis interleaved format
   ``(image N: <Image><image></Image>)`` comes from the bundled chat template instead.
 * Mantis-8B-Idefics2 (``Idefics2ForConditionalGeneration``) has no vLLM implementation (vLLM has
-  Idefics3 only), so it has no served route; its in-process route arrives with the ``hf-idefics2``
-  adapter.
+  Idefics3 only), so it has no served route; it runs in-process through the ``hf-idefics2`` adapter.
+* Every LLaVA-architecture model also has an in-process ``hf-llava`` route, tried when no vLLM is
+  installed (the vLLM route comes first: it is faster on a GPU host).
 * microsoft/llava-med-v1.5-mistral-7b is in the original LLaVA repository format
   (``LlavaMistralForCausalLM``), which neither vLLM nor transformers load. Convert it to an
   HF-format ``LlavaForConditionalGeneration`` folder (CLIP ViT-L/14-336 + Mistral-7B, as the
@@ -81,19 +82,30 @@ UNSERVABLE_ARCHITECTURES = {
 }
 
 MODEL_ENTRIES: tuple[ModelEntry, ...] = (
-    ModelEntry("internvl2-8b", "InternVL2-8B on a vLLM server (--trust-remote-code) (paper model)",
-               routes=("vllm:{weights},preset=internvl2-8b",), weights="OpenGVLab/InternVL2-8B"),
-    ModelEntry("mantis-8b", "Mantis-8B, SigLIP + Llama-3 variant, on a vLLM server (paper model)",
-               routes=("vllm:{weights},preset=mantis-8b",), weights="TIGER-Lab/Mantis-8B-siglip-llama3"),
-    ModelEntry("mantis-8b-idefics2", "Mantis-8B, Idefics2 variant (paper model); vLLM cannot serve Idefics2, "
-               "so it runs in-process once the hf-idefics2 adapter exists", routes=(), weights="TIGER-Lab/Mantis-8B-Idefics2"),
-    ModelEntry("llava-med-7b", "LLaVA-Med v1.5 (Mistral-7B) from a local HF-format port, on a vLLM server (paper model); "
-               "the original microsoft/llava-med-v1.5-mistral-7b needs conversion",
-               routes=("vllm:{weights},preset=llava-med-7b",)),
-    ModelEntry("mim-llava-med", "LLaVA-Med fine-tuned on Med-MIM, local HF-format checkpoint, on a vLLM server (paper model)",
-               routes=("vllm:{weights},preset=mim-llava-med",)),
-    ModelEntry("med-mantis", "Mantis-8B-siglip-llama3 fine-tuned on Med-MIM, local checkpoint, on a vLLM server (paper model)",
-               routes=("vllm:{weights},preset=med-mantis",)),
+    ModelEntry("internvl2-8b", "InternVL2-8B on a vLLM server (--trust-remote-code), else in-process through its "
+               "remote code (paper model)",
+               routes=("vllm:{weights},preset=internvl2-8b", "hf-internvl:{weights},mode=remote"),
+               weights="OpenGVLab/InternVL2-8B"),
+    ModelEntry("mantis-8b", "Mantis-8B, SigLIP + Llama-3 variant, on a vLLM server, else in-process (paper model)",
+               routes=("vllm:{weights},preset=mantis-8b", "hf-llava:{weights},format=mantis_llama3"),
+               weights="TIGER-Lab/Mantis-8B-siglip-llama3"),
+    ModelEntry("mantis-8b-idefics2", "Mantis-8B, Idefics2 variant, in-process by transformers (paper model); "
+               "vLLM cannot serve Idefics2", routes=("hf-idefics2:{weights}",), weights="TIGER-Lab/Mantis-8B-Idefics2"),
+    ModelEntry("llava-med-7b", "LLaVA-Med v1.5 (Mistral-7B) from a local HF-format port, on a vLLM server, else "
+               "in-process (paper model); the original microsoft/llava-med-v1.5-mistral-7b needs conversion",
+               routes=("vllm:{weights},preset=llava-med-7b", "hf-llava:{weights},format=llava_med_mistral")),
+    ModelEntry("mim-llava-med", "LLaVA-Med fine-tuned on Med-MIM, local HF-format checkpoint, on a vLLM server, else "
+               "in-process (paper model)",
+               routes=("vllm:{weights},preset=mim-llava-med", "hf-llava:{weights},format=llava_med_mistral")),
+    ModelEntry("med-mantis", "Mantis-8B-siglip-llama3 fine-tuned on Med-MIM, local checkpoint, on a vLLM server, else "
+               "in-process (paper model)",
+               routes=("vllm:{weights},preset=med-mantis", "hf-llava:{weights},format=mantis_llama3")),
+    ModelEntry("deepseek-vl-7b", "DeepSeek-VL-7B-chat in-process (paper model): a converted checkpoint "
+               "(deepseek-community/deepseek-vl-7b-chat) by transformers, the original one by the deepseek_vl package",
+               routes=("hf-deepseek-vl:{weights}",), weights="deepseek-ai/deepseek-vl-7b-chat"),
+    ModelEntry("med-flamingo-9b", "Med-Flamingo-9B in-process by open_flamingo (paper model): a folder with "
+               "llama-7b/ (LLaMA-7B v1, HF format) and model.pt (med-flamingo/med-flamingo)",
+               routes=("med-flamingo:{weights}",)),
 )
 
 

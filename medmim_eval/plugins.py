@@ -30,6 +30,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "medmim_eval.adapters.openai_plugin",
     "medmim_eval.adapters.vllm_plugin",
     "medmim_eval.adapters.hf_plugin",
+    "medmim_eval.adapters.internvl_plugin",
+    "medmim_eval.adapters.deepseek_flamingo_plugin",
     "medmim_eval.tasks.plugin",
     "medmim_eval.dataset_builders.plugin",
     "medmim_eval.training_recipes.plugin",
