@@ -26,7 +26,7 @@ from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest,
 from medmim_eval.adapters.image_payload import ImagePayloadCache
 from medmim_eval.adapters.openai_plugin import (INSTALL_HINT, OPENAI_HOST, ChatOptions, api_key_env, base_urls,
                                                 check_openai, host_of, is_local_url)
-from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError
 from medmim_eval.schema import PromptRecord, Sample, TextPart, content_hash
 
 PLACEHOLDER_KEY = "no-key-given"  # the openai client refuses an empty key; key-less servers ignore it
@@ -348,7 +348,7 @@ class OpenAIChatAdapter:
         """The user message (text and images in prompt order) and the record of what it holds."""
         images = sample.prompt.images
         if len(images) > self.options.max_images:
-            raise RequestRejected(f"{len(images)} images, more than max_images={self.options.max_images}; nothing was sent")
+            raise TooManyImagesError(len(images), self.options.max_images, self.model_id)
         encoded = iter(await asyncio.gather(*(self.images.get(p.path) for p in images)))
         content: list[dict[str, Any]] = []
         rendered: list[Any] = []

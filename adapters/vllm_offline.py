@@ -33,7 +33,7 @@ from medmim_eval.adapters.model_registry import EngineSettings, engine_settings
 from medmim_eval.adapters.vllm_adapter import is_local_target, model_identity, target_problem
 from medmim_eval.adapters.vllm_server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
                                               launcher_python, vllm_missing)
-from medmim_eval.errors import MedmimError
+from medmim_eval.errors import MedmimError, TooManyImagesError
 from medmim_eval.schema import PromptRecord, Sample, TextPart
 
 WORKER = Path(__file__).with_name("vllm_offline_worker.py")
@@ -176,7 +176,7 @@ class VLLMOfflineAdapter:
         for i, request in enumerate(requests):
             n_images = len(request.sample.prompt.images)
             if n_images > self.settings.max_images:
-                out[i] = MedmimError(f"{n_images} images, more than max_images={self.settings.max_images}; nothing was sent")
+                out[i] = TooManyImagesError(n_images, self.settings.max_images, self.model_id)
                 continue
             try:
                 payload, record = await self._request(request.sample, request)

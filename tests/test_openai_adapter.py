@@ -237,7 +237,8 @@ def test_a_sample_with_too_many_images_is_an_error_not_a_truncation(server: Fake
     result = _run(f"openai:test-model,base_url={server.url},max_images=1", _task(tmp_path, ["Two?"]), out)
     assert result.returncode == 2
     (record,) = _records(out)
-    assert record["error"]["type"] == "RequestRejected" and "2 images, more than max_images=1" in record["error"]["message"]
+    assert record["error"]["type"] == "TooManyImagesError" and "2 images" in record["error"]["message"]
+    assert "max_images=1; nothing was sent" in record["error"]["message"]
     assert server.chat_requests() == []
 
 

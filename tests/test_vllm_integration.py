@@ -251,7 +251,8 @@ def test_offline_engine_through_the_worker(engine: Engine, tiny: Path, tmp_path:
     done = latest(out)
     errors = [r for r in done.values() if r["error"]]
     assert len(errors) == 1 and errors[0]["n_images"] == 4
-    assert "more than max_images=3; nothing was sent" in errors[0]["error"]["message"]
+    assert errors[0]["error"]["type"] == "TooManyImagesError"
+    assert "max_images=3; nothing was sent" in errors[0]["error"]["message"]
     answered = [r for r in done.values() if not r["error"]]
     assert len(answered) == 6 + 2 and {r["n_images"] for r in answered} >= {2, 3}
     assert all(64 * r["n_images"] < r["tokens"]["prompt"] for r in answered)
