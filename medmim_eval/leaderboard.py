@@ -149,13 +149,14 @@ def _fill(title: str, columns: list[Column], models: list[str],
     table = Table(title=title, columns=columns, value=value)
     if value == CHANCE_NORMALISED:
         table.title += " — closed columns chance-normalised"
-    errors = 0
+    errors = flagged = 0
     for model in models:
         row = [by_key.get((model, c.task, c.kind, c.source)) for c in columns]
         if any(cell is not None for cell in row):
             table.cells[model] = row
             table.rows[model] = [shown_value(cell, value) for cell in row]
-            errors += sum(cell.errors for cell in row if cell is not None)
+            flagged += sum(cell.too_many_images for cell in row if cell is not None)
+            errors += sum(cell.errors - cell.too_many_images for cell in row if cell is not None)
     if value == CHANCE_NORMALISED:
         table.notes.append("C: chance-normalised accuracy = 100 x (accuracy - chance) / (100 - chance): "
                            "0 at chance level, 100 perfect, negative below chance. O: open score (0-100).")
@@ -163,6 +164,9 @@ def _fill(title: str, columns: list[Column], models: list[str],
         table.notes.append("C: closed-question accuracy (%). O: open score (0-100).")
     if errors:
         table.notes.append(f"{errors} sample(s) ended in a model error and are not scored; rerun the run to retry them.")
+    if flagged:
+        table.notes.append(f"{flagged} sample(s) have more images than their model accepts and were not evaluated "
+                           "(never truncated); see the footer per model.")
     return table
 
 
@@ -202,6 +206,7 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
     Raises:
         MedmimError: for a folder that is no run directory or an unreadable ``results.json``.
     """
+    from medmim_eval.flags import with_flag_counts
     from medmim_eval.manifest import read_manifest
     from medmim_eval.scoring import aggregate, aggregate_by_source
     from medmim_eval.stats import BootstrapSettings
@@ -219,11 +224,13 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
     elif store.path.exists():
         records = list(store.load(repair=False).values())
         results = Results(run_id=manifest.run_id if manifest else run_dir.name, bootstrap=settings.describe(),
-                          cells=aggregate(records, settings), by_source=aggregate_by_source(records, settings))
+                          cells=with_flag_counts(aggregate(records, settings), records),
+                          by_source=with_flag_counts(aggregate_by_source(records, settings), records))
     else:
         raise MedmimError(f"{run_dir}: no results.json or samples.jsonl; is this a run directory?")
     if by_source and not results.by_source and store.path.exists():
-        results.by_source = aggregate_by_source(store.load(repair=False).values(), settings)
+        records = list(store.load(repair=False).values())
+        results.by_source = with_flag_counts(aggregate_by_source(records, settings), records)
     models = {c.model for c in results.cells} | {c.model for c in results.by_source}
     return RunData(run_dir=run_dir, run_id=results.run_id, cells=results.cells, by_source=results.by_source,
                    metrics=results.metrics or (manifest.metrics if manifest else {}),
@@ -279,12 +286,12 @@ class LeaderboardView:
 
 def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False) -> LeaderboardView:
     """Load runs and build their tables and footer (metric definitions, CI method, warnings)."""
-    from medmim_eval.exports.metric_notes import footer_lines
+    from medmim_eval.exports.metric_notes import footer_lines, not_scored_lines
 
     runs = load_runs(run_dirs, by_source=by_source)
     view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source)
     view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
-    view.footer = footer_lines(runs, ci=ci)
+    view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs)
     return view
 
 

@@ -3,12 +3,18 @@
 Each record is one JSON line, written and flushed as soon as its sample finishes. A process killed
 mid-write leaves at most one torn last line; :meth:`RecordStore.load` detects it, drops it and
 truncates the file so later appends start on a clean line.
+
+In a data-parallel run each rank appends to its own shard, ``samples.rank-R.jsonl`` (same format,
+same repair); :func:`merge_shards` folds every shard into ``samples.jsonl`` and deletes it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -19,6 +25,18 @@ from medmim_eval.schema import SampleRecord
 SAMPLES_FILE = "samples.jsonl"
 MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
+_SHARD = re.compile(r"^samples\.rank-(\d+)\.jsonl$")
+
+
+def shard_name(rank: int) -> str:
+    """The record file rank ``rank`` of a data-parallel run appends to."""
+    return f"samples.rank-{rank}.jsonl"
+
+
+def shard_paths(run_dir: Path) -> list[Path]:
+    """Record shards in ``run_dir``, whatever world size wrote them, in rank order."""
+    found = [(int(m.group(1)), p) for p in run_dir.glob("samples.rank-*.jsonl") if (m := _SHARD.match(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def write_json_atomic(path: Path, model: BaseModel) -> None:
@@ -31,8 +49,8 @@ def write_json_atomic(path: Path, model: BaseModel) -> None:
 class RecordStore:
     """Reads and appends the sample records of one run directory."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / SAMPLES_FILE
+    def __init__(self, run_dir: Path, name: str = SAMPLES_FILE) -> None:
+        self.path = run_dir / name
         self._handle: IO[str] | None = None
         self.dropped_lines: list[str] = []
 
@@ -81,3 +99,52 @@ class RecordStore:
             finally:
                 self._handle.close()
                 self._handle = None
+
+
+@dataclass
+class MergeReport:
+    """What :func:`merge_shards` did: records appended, records already present, shards removed."""
+
+    appended: int = 0
+    already_merged: int = 0
+    shards: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _digest(record: SampleRecord) -> bytes:
+    return hashlib.sha1(record.model_dump_json().encode("utf-8")).digest()
+
+
+def merge_shards(run_dir: Path) -> MergeReport:
+    """Append every shard's records to ``samples.jsonl``, then delete the shards.
+
+    Idempotent: a shard record identical to a line already in ``samples.jsonl`` is not appended
+    again, so a merge killed half-way is completed by the next one. Shard records always postdate
+    the merged file (shards are only written after the previous shards were merged), so appending
+    keeps "later lines win".
+    """
+    report = MergeReport()
+    shards = shard_paths(run_dir)
+    if not shards:
+        return report
+    merged = RecordStore(run_dir)
+    seen = {_digest(record) for record in merged.iter_records(repair=True)}
+    report.notes += [f"{merged.path.name}: {note}" for note in merged.dropped_lines]
+    try:
+        for path in shards:
+            shard = RecordStore(run_dir, path.name)
+            for record in shard.iter_records(repair=True):
+                digest = _digest(record)
+                if digest in seen:
+                    report.already_merged += 1
+                    continue
+                merged.append(record)
+                seen.add(digest)
+                report.appended += 1
+            report.notes += [f"{path.name}: {note}" for note in shard.dropped_lines]
+    finally:
+        merged.close()  # fsync before any shard is deleted
+    for path in shards:
+        path.unlink()
+        report.shards.append(path.name)
+    return report

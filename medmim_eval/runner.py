@@ -2,28 +2,47 @@
 
 Finished samples are never recomputed; errored ones are retried on the next invocation. Each
 record is appended and flushed as its batch finishes, so a killed run loses only what was in flight.
+
+Data-parallel (launched by torchrun or accelerate launch, see :mod:`medmim_eval.distributed`):
+rank 0 first merges any record shards a killed run left; every rank then reads the same records,
+lists the pending samples of each model x task in file order and takes every ``world_size``-th one
+from its rank on, appending its records to its own shard. After generation the ranks exchange
+their status; rank 0 merges the shards into ``samples.jsonl``, computes the batched metrics
+(BERTScore) and writes ``results.json`` and the manifest. A rank that fails reports its error to
+the others instead of leaving them waiting.
 """
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, ModelAdapter
-from medmim_eval.cache import ImageHasher, ResponseCache, cache_key
+from medmim_eval.adapter import AdapterContext, ModelAdapter
+from medmim_eval.cache import ImageHasher, ResponseCache
+from medmim_eval.cell_runner import CellRunner
+from medmim_eval.distributed import DistributedError, RankGroup, RankInfo, failure_message
 from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.flags import with_flag_counts
 from medmim_eval.manifest import add_model, add_task, now, start_manifest
 from medmim_eval.plugins import PluginHost
 from medmim_eval.progress import QuietDisplay, RunDisplay
-from medmim_eval.records import MANIFEST_FILE, RESULTS_FILE, RecordStore, write_json_atomic
+from medmim_eval.records import (
+    MANIFEST_FILE,
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    RecordStore,
+    merge_shards,
+    shard_name,
+    write_json_atomic,
+)
 from medmim_eval.registry import AdapterEntry
 from medmim_eval.run_setup import PreparedRun, PreparedTask
-from medmim_eval.schema import ModelError, ModelInfo, Results, Sample, SampleRecord, TaskInfo
-from medmim_eval.scoring import aggregate, aggregate_by_source, finish_pending, score_answer
+from medmim_eval.schema import ModelInfo, Results, Sample, SampleRecord, TaskInfo
+from medmim_eval.scoring import aggregate, aggregate_by_source, finish_pending
 from medmim_eval.stats import BootstrapSettings
 
 CACHE_FILE = "responses.sqlite"
+_Cell = CellRunner  # the name benchmarks/bench_vllm_throughput.py times
 
 
 @dataclass
@@ -34,131 +53,99 @@ class RunSummary:
     reused: int = 0
     from_cache: int = 0
     errors: int = 0
+    too_many_images: int = 0
     model_failures: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+    failed_ranks: dict[int, str] = field(default_factory=dict)
 
-
-class _Cell:
-    """Evaluates one model on one task's pending samples."""
-
-    def __init__(self, runner: "Runner", adapter: ModelAdapter, fingerprint: dict[str, Any], task: PreparedTask,
-                 previous: dict[str, SampleRecord]) -> None:
-        self.runner, self.adapter, self.fingerprint = runner, adapter, fingerprint
-        self.task, self.previous = task, previous
-        # Open records waiting for batched metrics: this run's, plus any a killed run left behind.
-        self.pending: list[SampleRecord] = [r for r in previous.values() if r.done and r.scores_pending]
-
-    def finish_scoring(self) -> None:
-        """Batched metrics (BERTScore) over all the task's open answers, appended as final records."""
-        references = {s.key: s.answer for s in self.task.samples}
-        pending = [r for r in self.pending if r.key in references]
-        for record in finish_pending(pending, references, self.runner.scorer):
-            self.runner.store.append(record)
-        self.pending = []
-
-    async def run(self, pending: list[Sample]) -> None:
-        caps = self.adapter.capabilities
-        size = max(1, caps.batch_size)
-        batches = [pending[i:i + size] for i in range(0, len(pending), size)]
-        limit = self.runner.prepared.options.concurrency
-        workers = max(1, min(limit, caps.max_concurrency) if limit else caps.max_concurrency)
-        queue: asyncio.Queue[list[Sample]] = asyncio.Queue()
-        for batch in batches:
-            queue.put_nowait(batch)
-
-        async def worker() -> None:
-            while not queue.empty():
-                await self._run_batch(queue.get_nowait())
-
-        await asyncio.gather(*(worker() for _ in range(min(workers, len(batches)) or 1)))
-
-    async def _run_batch(self, batch: list[Sample]) -> None:
-        runner = self.runner
-        settings = runner.prepared.options.settings
-        outputs: dict[str, GenerationResult | BaseException] = {}
-        from_cache: set[str] = set()
-        keys: dict[str, str] = {}
-        use_cache = runner.cache is not None and self.adapter.capabilities.cacheable
-        if use_cache:
-            for sample in batch:
-                keys[sample.key] = cache_key(self.fingerprint, sample, settings, runner.hasher)
-                hit = runner.cache.get(keys[sample.key])  # type: ignore[union-attr]
-                if hit is not None:
-                    outputs[sample.key] = hit
-                    from_cache.add(sample.key)
-        misses = [s for s in batch if s.key not in outputs]
-        started = time.perf_counter()
-        if misses:
-            requests = [GenerationRequest(sample=s, settings=settings) for s in misses]
-            try:
-                results = await self.adapter.generate(requests)
-                if len(results) != len(requests):
-                    raise RuntimeError(f"adapter returned {len(results)} answers for {len(requests)} prompts")
-            except Exception as exc:  # the batch failed; each sample records the error
-                results = [exc] * len(requests)
-            for sample, result in zip(misses, results):
-                outputs[sample.key] = result
-        latency = (time.perf_counter() - started) / max(1, len(misses))
-        errors = 0
-        for sample in batch:
-            result = outputs[sample.key]
-            record = self._record(sample, result, latency if sample.key not in from_cache else 0.0)
-            record.cached = sample.key in from_cache
-            if record.error is not None:
-                errors += 1
-            elif use_cache and sample.key not in from_cache and isinstance(result, GenerationResult):
-                runner.cache.put(keys[sample.key], result)  # type: ignore[union-attr]
-            runner.store.append(record)
-            if record.scores_pending:
-                self.pending.append(record)
-        if use_cache:
-            runner.cache.commit()  # type: ignore[union-attr]
-        runner.summary.computed += len(batch) - len(from_cache)
-        runner.summary.from_cache += len(from_cache)
-        runner.summary.errors += errors
-        runner.display.advance(len(batch), errors)
-
-    def _record(self, sample: Sample, result: GenerationResult | BaseException, latency: float) -> SampleRecord:
-        base = dict(
-            key=sample.key, task=sample.task, model=self.adapter.model_id, kind=sample.kind,
-            ability=sample.ability, source=sample.source, item_id=sample.item_id,
-            n_images=len(sample.images), n_options=len(sample.options) or None, image_set="|".join(sample.image_set), gold=sample.answer,
-            finished_at=now(),
-        )
-        if isinstance(result, BaseException):
-            previous = self.previous.get(sample.key)
-            attempts = (previous.error.attempts if previous and previous.error else 0) + 1
-            message = str(result).strip().splitlines()
-            error = ModelError(type=type(result).__name__, message=message[0] if message else "", attempts=attempts)
-            return SampleRecord(**base, error=error)
-        extracted, correct, scores = score_answer(sample, result.text, self.runner.scorer)
-        pending = self.runner.scorer.pending_components(result.text) if sample.kind == "open" else []
-        return SampleRecord(
-            **base, sent=result.sent, output=result.text, extracted=extracted, correct=correct,
-            scores=scores, scores_pending=pending, latency_s=round(latency, 6), tokens=result.tokens,
-        )
+    _COUNTERS = ("computed", "from_cache", "errors", "too_many_images")
 
 
 class Runner:
-    def __init__(self, prepared: PreparedRun, host: PluginHost, display: RunDisplay | None = None) -> None:
+    def __init__(self, prepared: PreparedRun, host: PluginHost, display: RunDisplay | None = None,
+                 group: RankGroup | None = None) -> None:
         self.prepared = prepared
         self.host = host
         self.display = display or QuietDisplay()
+        self.group = group or RankGroup(RankInfo())
         self.run_dir = prepared.options.output
-        self.store = RecordStore(self.run_dir)
+        self.store = RecordStore(self.run_dir, shard_name(self.group.rank) if self.group.distributed else SAMPLES_FILE)
         self.scorer = prepared.scorer
         self.hasher = ImageHasher()
         self.cache: ResponseCache | None = None
-        self.summary = RunSummary(run_dir=str(self.run_dir), results=Results(run_id=""))
+        self.summary = RunSummary(run_dir=str(self.run_dir), results=Results(run_id=""), rank=self.group.rank,
+                                  world_size=self.group.world_size)
+
+    def _say(self, text: str) -> None:
+        self.display.message(f"[rank {self.group.rank}] {text}" if self.group.distributed else text)
 
     async def run(self) -> RunSummary:
-        options = self.prepared.options
+        """Evaluate every model on every task (this rank's share), then merge, score and write results."""
+        try:
+            return await self._run()
+        finally:
+            self.display.close()
+
+    async def _run(self) -> RunSummary:
+        group = self.group
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        existing = self.store.load(repair=True)
-        for note in self.store.dropped_lines:
-            self.display.message(f"note: {self.store.path}: {note}")
+        error: Exception | None = None
+        if group.is_main:
+            try:
+                self._merge_shards()
+            except Exception as exc:
+                error = exc
+        group.check("merging the record shards of an earlier run", error)
+        manifest, failure = None, None
+        try:
+            manifest, existing = self._start()
+            for spec, entry in self.prepared.models:
+                await self._run_model(spec, entry, existing, manifest)
+        except Exception as exc:  # reported to the other ranks below, then raised
+            failure = exc
+        except BaseException:  # interrupted: no collective, every rank is being stopped
+            self._close_local()
+            if not group.distributed and manifest is not None:
+                self._finish(manifest, "interrupted")
+            raise
+        self._close_local()
+        reports = group.gather(self._report(failure), "finishing generation")
+        self._combine(reports)
+        error = None
+        if group.is_main and manifest is not None:
+            try:
+                try:
+                    self._merge_shards()
+                    self._finish_scoring()
+                except Exception as exc:
+                    error = exc
+                status = "failed" if failure or error or self.summary.failed_ranks else (
+                    "finished with errors" if self.summary.errors or self.summary.model_failures else "finished")
+                self._finish(manifest, status)
+            except Exception as exc:
+                error = error or exc
+        group.check("merging and scoring on rank 0", error)
+        if failure is not None:
+            raise failure
+        if self.summary.failed_ranks and group.is_main:
+            rank, text = next(iter(self.summary.failed_ranks.items()))
+            raise DistributedError(f"rank {rank} failed: {text}; the records of every rank are saved and merged, "
+                                   "rerun the same command to resume")
+        return self.summary
+
+    def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
+        """Records so far and the manifest with this invocation (written by rank 0 only)."""
+        options = self.prepared.options
+        merged = RecordStore(self.run_dir)
+        existing = merged.load(repair=self.group.is_main)
+        if self.group.is_main:
+            for note in merged.dropped_lines:
+                self._say(f"note: {merged.path}: {note}")
         manifest = start_manifest(self.run_dir, options.argv, options.seed, options.settings.as_dict(), self.host,
                                   self.scorer.definition())
+        manifest.invocations[-1].world_size = self.group.world_size
         for task in self.prepared.tasks:
             add_task(manifest, TaskInfo(
                 name=task.selection.name, kinds=list(task.selection.kinds),
@@ -167,44 +154,94 @@ class Runner:
             ))
             if task.skipped:
                 self.summary.skipped[task.selection.label] = task.skipped
-        write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
+        self._write_manifest(manifest)
         if options.use_cache:
             self.cache = ResponseCache(options.cache_dir / CACHE_FILE)
-        status = "interrupted"
-        try:
-            for spec, entry in self.prepared.models:
-                await self._run_model(spec, entry, existing, manifest)
-            status = "finished" if not self.summary.errors and not self.summary.model_failures else "finished with errors"
-        finally:
-            self.store.close()
-            if self.cache is not None:
-                self.cache.close()
-            final = list(self.store.load(repair=False).values())
-            bootstrap = BootstrapSettings(seed=options.seed)
-            self.summary.results = Results(
-                run_id=manifest.run_id, metrics=manifest.metrics, bootstrap=bootstrap.describe(),
-                cells=aggregate(final, bootstrap), by_source=aggregate_by_source(final, bootstrap),
-            )
-            write_json_atomic(self.run_dir / RESULTS_FILE, self.summary.results)
-            manifest.invocations[-1].finished_at = now()
-            manifest.invocations[-1].status = status
+        return manifest, existing
+
+    def _write_manifest(self, manifest: Any) -> None:
+        if self.group.is_main:
             write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
-            self.display.close()
-        return self.summary
+
+    def _close_local(self) -> None:
+        self.store.close()
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
+    def _merge_shards(self) -> None:
+        report = merge_shards(self.run_dir)
+        for note in report.notes:
+            self._say(f"note: {note}")
+        if report.shards and not self.group.distributed:
+            self._say(f"merged {report.appended} record(s) from {len(report.shards)} shard(s) of an earlier "
+                      f"data-parallel run ({report.already_merged} were merged before)")
+
+    def _report(self, failure: Exception | None) -> dict[str, Any]:
+        counters = {name: getattr(self.summary, name) for name in RunSummary._COUNTERS}
+        return {**counters, "model_failures": dict(self.summary.model_failures),
+                "failure": failure_message(failure) if failure is not None else None}
+
+    def _combine(self, reports: list[dict[str, Any]]) -> None:
+        """On rank 0: totals over every rank; a model that failed on some ranks only names them."""
+        if len(reports) == 1 or not self.group.is_main:
+            return
+        for name in RunSummary._COUNTERS:
+            setattr(self.summary, name, sum(r[name] for r in reports))
+        failures: dict[str, dict[int, str]] = {}
+        for rank, report in enumerate(reports):
+            for model, text in report["model_failures"].items():
+                failures.setdefault(model, {})[rank] = text
+            if report["failure"] is not None and rank != 0:
+                self.summary.failed_ranks[rank] = report["failure"]
+        self.summary.model_failures = {
+            model: next(iter(by_rank.values())) if len(by_rank) == len(reports) and len(set(by_rank.values())) == 1
+            else "; ".join(f"rank {r}: {t}" for r, t in by_rank.items())
+            for model, by_rank in failures.items()}
+
+    def _finish_scoring(self) -> None:
+        """Batched metrics (BERTScore) over every open answer still waiting, appended as final records."""
+        references = {s.key: s.answer for task in self.prepared.tasks for s in task.samples}
+        store = RecordStore(self.run_dir)
+        pending = [r for r in store.load(repair=False).values() if r.done and r.scores_pending and r.key in references]
+        try:
+            for record in finish_pending(pending, references, self.scorer):
+                store.append(record)
+        finally:
+            store.close()
+
+    def _finish(self, manifest: Any, status: str) -> None:
+        """``results.json`` from every record, and the invocation's end in the manifest."""
+        final = list(RecordStore(self.run_dir).load(repair=False).values())
+        bootstrap = BootstrapSettings(seed=self.prepared.options.seed)
+        self.summary.results = Results(
+            run_id=manifest.run_id, metrics=manifest.metrics, bootstrap=bootstrap.describe(),
+            cells=with_flag_counts(aggregate(final, bootstrap), final),
+            by_source=with_flag_counts(aggregate_by_source(final, bootstrap), final),
+        )
+        write_json_atomic(self.run_dir / RESULTS_FILE, self.summary.results)
+        manifest.invocations[-1].finished_at = now()
+        manifest.invocations[-1].status = status
+        write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
 
     async def _run_model(self, spec: Any, entry: AdapterEntry, existing: dict[tuple[str, str], SampleRecord],
                          manifest: Any) -> None:
         options = self.prepared.options
+        group = self.group
         context = AdapterContext(seed=options.seed, settings=options.settings)
         model_id = spec.model_id
-        pending_by_task = []
+        work: list[tuple[PreparedTask, dict[str, SampleRecord], list[Sample]]] = []
         for task in self.prepared.tasks:
             previous = {s.key: existing[(model_id, s.key)] for s in task.samples if (model_id, s.key) in existing}
             pending = [s for s in task.samples if not (s.key in previous and previous[s.key].done)]
-            self.summary.reused += len(task.samples) - len(pending)
-            pending_by_task.append((task, previous, pending))
-        if not any(p for _, _, p in pending_by_task):
-            self.display.message(f"{model_id}: every selected sample is already done in {self.run_dir}")
+            if group.is_main:
+                self.summary.reused += len(task.samples) - len(pending)
+            work.append((task, previous, pending[group.rank::group.world_size]))
+        if not any(share for _, _, share in work):
+            if group.is_main:
+                self._say(f"{model_id}: every selected sample is already done in {self.run_dir}")
+            else:
+                return  # nothing for this rank; rank 0 still checks the model's fingerprint
         try:
             adapter: ModelAdapter = entry.load_factory()(spec.target, spec.option_dict, context)
         except (MedmimError, MissingBackendError, ImportError) as exc:
@@ -220,24 +257,23 @@ class Runner:
                 return
             add_model(manifest, ModelInfo(id=model_id, spec=str(spec), adapter=entry.name,
                                           plugin=self.host.adapters.owners.get(entry.name, ""), fingerprint=fingerprint))
-            write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
-            for task, previous, pending in pending_by_task:
+            self._write_manifest(manifest)
+            for task, previous, share in work:
                 prepare = getattr(adapter, "prepare", None)
                 if callable(prepare):
                     prepare(task.selection.name, task.loaded.samples)
-                cell = _Cell(self, adapter, fingerprint, task, previous)
-                if pending:
-                    self.display.start_cell(f"{model_id} · {task.selection.label}", len(pending))
-                    await cell.run(pending)
+                if share:
+                    where = f" · rank {group.rank}/{group.world_size}" if group.distributed else ""
+                    self.display.start_cell(f"{model_id} · {task.selection.label}{where}", len(share))
+                    await CellRunner(self, adapter, fingerprint, previous).run(share)
                     self.display.finish_cell()
-                cell.finish_scoring()
         finally:
             self._record_cost(adapter, model_id, manifest)
             await adapter.aclose()
 
     def _model_failed(self, model_id: str, exc: BaseException) -> None:
         self.summary.model_failures[model_id] = str(exc)
-        self.display.message(f"error: model '{model_id}' could not be loaded: {exc}")
+        self._say(f"error: model '{model_id}' could not be loaded: {exc}")
 
     def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: Any) -> None:
         """API adapters that price their tokens (``cost_usd()``) get an estimate in the manifest."""
@@ -246,11 +282,13 @@ class Runner:
         if value is None:
             return
         manifest.estimated_cost_usd[model_id] = round(manifest.estimated_cost_usd.get(model_id, 0.0) + value, 6)
-        self.display.message(f"{model_id}: estimated API cost this invocation ${value:.4f} (list prices)")
+        self._say(f"{model_id}: estimated API cost this invocation ${value:.4f} (list prices)")
 
 
-def run_prepared(prepared: PreparedRun, host: PluginHost, display: RunDisplay | None = None) -> RunSummary:
-    return asyncio.run(Runner(prepared, host, display).run())
+def run_prepared(prepared: PreparedRun, host: PluginHost, display: RunDisplay | None = None,
+                 group: RankGroup | None = None) -> RunSummary:
+    """Run ``prepared``; ``group`` is this process's rank group (a single process when omitted)."""
+    return asyncio.run(Runner(prepared, host, display, group).run())
 
 
 __all__: Sequence[str] = ("Runner", "RunSummary", "run_prepared")

@@ -161,6 +161,7 @@ class Invocation(BaseModel):
     finished_at: str | None = None
     argv: list[str]
     status: str = "running"
+    world_size: int = 1
 
 
 class RunManifest(BaseModel):
@@ -188,7 +189,8 @@ class ResultCell(BaseModel):
     Scores are on 0-100: closed accuracy in percent, the open score as defined in
     ``Results.metrics``. ``ci_low``/``ci_high`` bound a 95% cluster-bootstrap interval of ``score``;
     ``chance`` is the mean of 100/k over the cell's closed items (k options) and
-    ``chance_normalised`` is ``100 * (acc - chance) / (100 - chance)``.
+    ``chance_normalised`` is ``100 * (acc - chance) / (100 - chance)``. ``too_many_images`` counts the
+    errors that are samples with more images than the model accepts (not sent, never truncated).
     """
 
     model: str
@@ -200,6 +202,7 @@ class ResultCell(BaseModel):
     score: float | None
     unparseable_rate: float | None = None
     errors: int = 0
+    too_many_images: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
     chance: float | None = None
     chance_normalised: float | None = None

@@ -113,3 +113,20 @@ def test_two_runs_rename_clashing_models_in_per_source_cells_too(tmp_path: Path)
     runs = load_runs([tmp_path / "run1", tmp_path / "run2"], by_source=True)
     assert [c.model for run in runs for c in run.by_source] == ["m [run1]", "m [run2]"]
     assert runs[1].names == {"m": "m [run2]"}
+
+
+def test_samples_with_too_many_images_are_noted_apart_from_other_errors() -> None:
+    from medmim_eval.exports.metric_notes import not_scored_lines
+    from medmim_eval.leaderboard import RunData
+
+    flagged = [cell("alpha", "held-out-rad", "closed", 50.0, errors=3).model_copy(update={"too_many_images": 2}),
+               cell("beta", "held-out-rad", "closed", 40.0)]
+    (table,) = build_tables(flagged)
+    assert any("1 sample(s) ended in a model error" in n for n in table.notes)
+    assert any("2 sample(s) have more images than their model accepts" in n for n in table.notes)
+    run = RunData(run_dir=Path("r"), run_id="r", cells=flagged, by_source=[])
+    assert not_scored_lines([run]) == [
+        "Samples not scored, per model:",
+        "  alpha: 2 not evaluated because they have more images than the model accepts (nothing sent, never "
+        "truncated); 1 errored otherwise (rerun to retry)"]
+    assert not_scored_lines([RunData(run_dir=Path("r"), run_id="r", cells=flagged[1:], by_source=[])]) == []

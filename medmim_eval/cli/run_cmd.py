@@ -4,11 +4,17 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from medmim_eval.cli.context import get_host
 from medmim_eval.errors import MedmimError
+
+if TYPE_CHECKING:
+    from medmim_eval.distributed import RankGroup
+    from medmim_eval.plugins import PluginHost
+    from medmim_eval.run_setup import RunOptions
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -68,12 +74,18 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
         skip_missing: bool, open_metrics: tuple[str, ...], allow_credentialed_upload: bool, no_cache: bool,
         quiet: bool) -> None:
-    """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl."""
+    """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl.
+
+    \b
+    Data-parallel over processes or GPUs (rank 0 merges, scores and prints):
+      torchrun --nproc_per_node 4 -m medmim_eval run ...
+      accelerate launch --num_processes 4 -m medmim_eval run ...
+    """
     from medmim_eval.adapter import GenerationSettings, parse_model_specs
     from medmim_eval.datadir import DataPaths
+    from medmim_eval.distributed import RankGroup
     from medmim_eval.metrics import OpenMetricsConfig
-    from medmim_eval.run_setup import RunOptions, prepare_run
-    from medmim_eval.runner import run_prepared
+    from medmim_eval.run_setup import RunOptions
     from medmim_eval.tasks_api import select_tasks
 
     if not models_text and not models_file:
@@ -97,11 +109,34 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         allow_credentialed_upload=allow_credentialed_upload,
         argv=["medmim-eval", *sys.argv[1:]],
     )
-    prepared = prepare_run(options, host)
-    for name, reason in prepared.unavailable:
-        click.echo(f"skipping model '{name}': {reason}", err=True)
-    display = _display(quiet)
-    summary = run_prepared(prepared, host, display)
+    group = RankGroup()  # connects the ranks when launched by torchrun / accelerate launch
+    try:
+        _run(options, host, group, quiet)
+    finally:
+        group.close()
+
+
+def _run(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: bool) -> None:
+    """Prepare (every rank), evaluate (each rank its share), report (rank 0)."""
+    from medmim_eval.run_setup import prepare_run
+    from medmim_eval.runner import run_prepared
+
+    prepared, error = None, None
+    try:
+        prepared = prepare_run(options, host)
+    except Exception as exc:  # every rank learns of it instead of waiting
+        error = exc
+    group.check("checking models, tasks and images", error)
+    main_rank = group.is_main
+    if main_rank:
+        for name, reason in prepared.unavailable:
+            click.echo(f"skipping model '{name}': {reason}", err=True)
+    assert prepared is not None
+    summary = run_prepared(prepared, host, _display(quiet or not main_rank), group)
+    if not main_rank:
+        click.echo(f"[rank {group.rank}] {summary.computed} computed ({summary.from_cache} from cache), "
+                   f"{summary.errors} errors; records merged by rank 0 into {options.output}", err=True)
+        return
 
     for label, skipped in summary.skipped.items():
         click.echo(f"skipped in {label}: {skipped.get('samples', 0)} samples "
@@ -111,11 +146,15 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
 
         view = build_view([options.output])
         print_rich(view.tables, footer=view.footer)
+    ranks = f" on {group.world_size} ranks" if group.distributed else ""
     click.echo(
-        f"{summary.computed} computed ({summary.from_cache} from cache), {summary.reused} already done, "
+        f"{summary.computed} computed{ranks} ({summary.from_cache} from cache), {summary.reused} already done, "
         f"{summary.errors} errors -> {options.output}",
         err=True,
     )
+    if summary.too_many_images:
+        click.echo(f"{summary.too_many_images} sample(s) not evaluated: more images than the model accepts "
+                   "(recorded as TooManyImagesError, never truncated; counted in the leaderboard footer)", err=True)
     if summary.model_failures or summary.errors:
         failed = f"{len(summary.model_failures)} model(s) failed to load; " if summary.model_failures else ""
         raise MedmimError(f"{failed}{summary.errors} sample(s) ended in errors; rerun the same command to retry them")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from medmim_eval.plugins import PluginHost
 
 DEFAULT_MAX_RECORDS = 200
+TOO_MANY_TITLE = "of errors: more images than the model accepts; not sent, never truncated"
 CSS = f"""
 body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:1.5rem;
 color:#1b1b1b;max-width:1600px}}
@@ -103,10 +104,12 @@ def _details_html(view: "LeaderboardView") -> str:
             interval = fmt_interval((c.ci_low, c.ci_high)) if c.ci_low is not None and c.ci_high is not None else MISSING
             rows.append(f"<tr><td>{_e(c.model)}</td><td>{_e(c.kind)}</td>{source}<td>{c.n}</td><td>{c.n_scored}</td>"
                         f"<td>{fmt(c.score)}</td><td>{interval}</td><td>{fmt(c.chance)}</td><td>{fmt(c.chance_normalised)}</td>"
-                        f"<td>{_pct(c.unparseable_rate)}</td><td>{c.errors}</td><td>{c.n_clusters}</td></tr>")
+                        f"<td>{_pct(c.unparseable_rate)}</td><td>{c.errors}</td><td>{c.too_many_images}</td>"
+                        f"<td>{c.n_clusters}</td></tr>")
         parts.append(f"<h3>{_e(task)}</h3><table><thead><tr><th>Model</th><th>Kind</th>{source_head}<th>n</th>"
                      "<th>scored</th><th>score</th><th>95% CI</th><th>chance</th><th>chance-norm.</th>"
-                     f"<th>unparseable</th><th>errors</th><th>clusters</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+                     f"<th>unparseable</th><th>errors</th><th title=\"{TOO_MANY_TITLE}\">too many images</th>"
+                     f"<th>clusters</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
     return "".join(parts)
 
 

@@ -21,9 +21,14 @@ def to_dict(view: "LeaderboardView") -> dict[str, Any]:
     Keys: ``format``/``version``; ``harness_version``; ``by_source``; ``runs`` (run dir, run id,
     ``metrics`` and ``bootstrap`` definitions, model names as shown); ``metric_definitions`` (the
     shared definition, or ``None`` when runs differ, see ``metric_definitions_agree``); ``notes``
-    (the footer lines); ``columns`` (what each row field means); ``rows``.
+    (the footer lines); ``not_scored`` (per model: ``too_many_images``, samples not evaluated for
+    having more images than the model accepts, and ``other_errors``); ``columns`` (what each row
+    field means); ``rows``.
     """
+    from medmim_eval.flags import not_scored_by_model
+
     agree = definitions_agree(view.runs)
+    not_scored = not_scored_by_model(c for run in view.runs for c in run.cells)
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -34,6 +39,8 @@ def to_dict(view: "LeaderboardView") -> dict[str, Any]:
         "metric_definitions_agree": agree,
         "metric_definitions": view.runs[0].metrics if agree and view.runs else None,
         "notes": view.footer,
+        "not_scored": {model: {"too_many_images": n.too_many_images, "other_errors": n.other_errors}
+                       for model, n in not_scored.items()},
         "columns": COLUMNS,
         "rows": long_rows(view),
     }

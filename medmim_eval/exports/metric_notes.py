@@ -1,4 +1,5 @@
-"""Footer lines: which metric definitions produced the numbers, and a warning when runs differ.
+"""Footer lines: which metric definitions produced the numbers, a warning when runs differ, and per
+model the samples that were not scored (too many images for the model, or another error).
 
 Metric definitions are free-form dicts written by the scorer of each harness version (see
 ``Results.metrics``); new keys (another open-score component, a ``components`` list) must not
@@ -104,4 +105,26 @@ def footer_lines(runs: list["RunData"], *, ci: bool = False) -> list[str]:
                              f"({method.get('n_resamples', '?')} resamples, seed {method.get('seed', '?')}).")
             else:
                 lines.append("Intervals: 95% cluster bootstrap (settings not recorded in the run).")
+    return lines
+
+
+def not_scored_lines(runs: list["RunData"]) -> list[str]:
+    """Per model: samples not evaluated for having more images than the model accepts, and other errors.
+
+    Empty when every sample of every shown model was scored.
+    """
+    from medmim_eval.flags import not_scored_by_model
+
+    counts = not_scored_by_model(c for run in runs for c in run.cells)
+    if not counts:
+        return []
+    lines = ["Samples not scored, per model:"]
+    for model, entry in counts.items():
+        parts = []
+        if entry.too_many_images:
+            parts.append(f"{entry.too_many_images} not evaluated because they have more images than the model "
+                         "accepts (nothing sent, never truncated)")
+        if entry.other_errors:
+            parts.append(f"{entry.other_errors} errored otherwise (rerun to retry)")
+        lines.append(f"  {model}: " + "; ".join(parts))
     return lines

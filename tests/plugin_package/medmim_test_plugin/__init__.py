@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import click
 
 from medmim_eval.adapter import Capabilities, GenerationResult
+from medmim_eval.errors import TooManyImagesError
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.medmim_format import load_medmim_file
 from medmim_eval.registry import AdapterEntry, TaskEntry
@@ -27,7 +28,12 @@ class EchoAdapter:
     """Answers by looking at the first image: bright -> option A, dark -> option B.
 
     Options (``echo-test,key=value``): ``log=PATH`` appends one JSON line per prompt it answers;
-    ``delay=SECONDS`` sleeps per batch; ``fail=SUBSTRING`` raises for samples whose key contains it.
+    ``delay=SECONDS`` sleeps per batch; ``fail=SUBSTRING`` raises for samples whose key contains it;
+    ``gate=PATH,after=N`` holds every batch after the first N prompts of this process until PATH
+    exists (a run that stops mid-way, to be killed); ``max_images=N`` is the capability the runner
+    enforces; ``refuse_over=N`` makes the adapter itself refuse samples with more than N images
+    (a ``TooManyImagesError`` carrying what was sent); ``broken_rank=R`` makes ``fingerprint()`` crash
+    in the data-parallel rank R (``$RANK``), like a bug that hits one process only.
     """
 
     def __init__(self, options: dict[str, str]) -> None:
@@ -35,10 +41,18 @@ class EchoAdapter:
         self.log = options.get("log")
         self.delay = float(options.get("delay", 0))
         self.fail = options.get("fail")
-        self.capabilities = Capabilities(max_images=3, batch_size=int(options.get("batch", 2)),
+        self.gate = options.get("gate")
+        self.after = int(options.get("after", 0))
+        self.refuse_over = int(options["refuse_over"]) if "refuse_over" in options else None
+        self.answered = 0
+        self.broken_rank = options.get("broken_rank")
+        self.capabilities = Capabilities(max_images=int(options.get("max_images", 3)),
+                                         batch_size=int(options.get("batch", 2)),
                                          max_concurrency=int(options.get("concurrency", 2)))
 
     def fingerprint(self) -> dict[str, Any]:
+        if self.broken_rank is not None and os.environ.get("RANK") == self.broken_rank:
+            raise RuntimeError(f"simulated crash on rank {self.broken_rank}")
         return {"adapter": "echo-test", "version": __version__}
 
     async def generate(self, requests: Sequence[Any]) -> list[GenerationResult | BaseException]:
@@ -46,6 +60,9 @@ class EchoAdapter:
 
         if self.delay:
             await asyncio.sleep(self.delay)
+        while self.gate and self.answered >= self.after and not os.path.exists(self.gate):
+            await asyncio.sleep(0.02)
+        self.answered += len(requests)
         out: list[GenerationResult | BaseException] = []
         for request in requests:
             sample = request.sample
@@ -54,6 +71,11 @@ class EchoAdapter:
                     handle.write(json.dumps({"pid": os.getpid(), "key": sample.key}) + "\n")
             if self.fail and self.fail in sample.key:
                 out.append(RuntimeError(f"simulated failure for {sample.key}"))
+                continue
+            if self.refuse_over is not None and len(sample.prompt.images) > self.refuse_over:
+                refused = TooManyImagesError(len(sample.prompt.images), self.refuse_over, "echo-test")
+                refused.sent = PromptRecord(n_images=0, notes=["refused before sending: too many images"])
+                out.append(refused)
                 continue
             sizes = []
             for part in sample.prompt.images:
