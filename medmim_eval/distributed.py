@@ -15,6 +15,7 @@ A single-process run (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) never imports torch
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Mapping
@@ -73,6 +74,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+def die_with_launcher() -> None:
+    """Ask Linux to SIGKILL this rank when its launcher dies.
+
+    torchrun starts each rank in a session of its own, so a launcher killed with SIGKILL (which it
+    cannot forward) would leave its ranks running: they would keep appending to their shards while
+    the user resumes the run. With the parent-death signal they die with it. A no-op elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before the signal was armed
+        os._exit(1)
+
+
 class RankGroup:
     """The ranks of one run. With one process every collective is trivial and torch stays unimported."""
 
@@ -103,6 +125,7 @@ class RankGroup:
         return self.info.distributed
 
     def _connect(self) -> None:
+        die_with_launcher()
         try:
             import torch.distributed as dist
         except ImportError:

@@ -109,6 +109,15 @@ def test_accelerate_launch_gives_the_same_records_as_one_process(plugin_site: Pa
     assert manifest["invocations"][-1]["world_size"] == 2
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie left for the init process to reap counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_a_run_killed_under_two_ranks_resumes_under_one(plugin_site: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     task = mixed_task(tmp_path / "data", [2, 3] * 6)  # 24 samples
@@ -133,6 +142,11 @@ def test_a_run_killed_under_two_ranks_resumes_under_one(plugin_site: Path, tmp_p
     before = {r.key for p in shards for r in RecordStore(out, p.name).iter_records()}
     assert 6 <= len(before) < 24
     first_pids = {json.loads(line)["pid"] for line in log.read_text().splitlines()}
+    # torchrun puts each rank in a session of its own: the ranks must die with their launcher.
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(pid) for pid in first_pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in first_pids), "a rank outlived its SIGKILLed launcher"
 
     resumed = run_cli("run", "--models", f"echo-test,batch=1,log={log},label=echo", "--tasks", str(task),
                       "--output", str(out), "--no-cache", "--quiet", pythonpath=[plugin_site])
