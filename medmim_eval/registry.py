@@ -109,9 +109,22 @@ class BuilderEntry:
 
 @dataclass(frozen=True)
 class RecipeEntry:
+    """A training recipe: ``recipe(request)`` trains and returns a summary dict (see training_recipes).
+
+    ``needs`` names the ``train`` arguments the recipe requires (``data``, ``base``); ``version``
+    changes whenever the same inputs would train a different model; ``options`` maps each
+    recipe-specific ``key=value`` override to its help line.
+    """
+
     name: str
     description: str
     recipe: str | Callable[..., Any]
+    needs: tuple[str, ...] = ("data", "base")
+    version: str = "1"
+    options: tuple[tuple[str, str], ...] = ()
+
+    def load_recipe(self) -> Callable[..., Any]:
+        return resolve_callable(self.recipe)
 
 
 def resolve_callable(ref: str | Callable[..., Any]) -> Callable[..., Any]:

@@ -19,6 +19,8 @@ BUILTIN_COMMANDS = {
     "leaderboard": "medmim_eval.cli.leaderboard_cmd:leaderboard",
     "compare": "medmim_eval.cli.compare_cmd:compare",
     "serve": "medmim_eval.cli.serve_cmd:serve",
+    "train": "medmim_eval.cli.train_cmd:train",
+    "demo": "medmim_eval.cli.demo_cmd:demo",
 }
 
 
@@ -56,7 +58,8 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     """Evaluate medical multi-image vision-language models on Med-MIM and beyond.
 
     \b
-    Quick start (no data, no GPU):
+    Quick start (no data, no GPU, no download):
+      medmim-eval demo                   # train a tiny model on the synthetic suite, evaluate it
       medmim-eval run --models all --tasks synth --open-metrics bertscore.model=minilm
     The real benchmark:
       medmim-eval data status            # what is present, what to download

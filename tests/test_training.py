@@ -1,0 +1,201 @@
+"""Training recipes in-process: label masking, prompt identity with evaluation, data ablations, errors,
+and a few optimiser steps lowering the loss (real transformers classes on tiny checkpoints)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_cli
+from training_cases import counted_items, lineage, synth_train
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from medmim_eval.adapter import AdapterContext  # noqa: E402
+from medmim_eval.errors import DataError, MedmimError  # noqa: E402
+from medmim_eval.prompt_formats import render_training  # noqa: E402
+from medmim_eval.training_recipes.data import load_training_data, read_file  # noqa: E402
+from medmim_eval.training_recipes.encoding import IGNORE, Collator, ExampleEncoder  # noqa: E402
+from medmim_eval.training_recipes.options import build_config, steps_per_epoch  # noqa: E402
+from medmim_eval.training_recipes.sft import TrainRequest, run_sft  # noqa: E402
+
+IMAGE_TOKENS = {"llava": 64, "idefics2": 8}  # per image: 8 x 8 patches; the perceiver's 8 latents
+
+
+@pytest.fixture(scope="module")
+def adapters() -> dict[str, Any]:
+    from tiny_models import tiny_idefics2, tiny_llava
+
+    from medmim_eval.adapters.hf_idefics2 import make_hf_idefics2
+    from medmim_eval.adapters.hf_llava import make_hf_llava
+
+    return {"llava": make_hf_llava(str(tiny_llava()), {"format": "mantis_llama3"}, AdapterContext()),
+            "idefics2": make_hf_idefics2(str(tiny_idefics2()), {}, AdapterContext())}
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics2"])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_exactly_the_response_tokens_carry_labels(adapters: dict[str, Any], family: str, count: int,
+                                                  tmp_path: Path) -> None:
+    adapter = adapters[family]
+    (example,) = read_file(counted_items(tmp_path, [count], answers=["C: the third"]))
+    row = ExampleEncoder(adapter.processor, adapter.format, family)(example)
+    # What evaluation sends for the same sample, through the adapter's own code.
+    text, images, _ = adapter.prepare_sample(example.sample)
+    assert render_training(adapter.format, example.sample.prompt, example.response).prompt == text
+    eval_ids = adapter.encode([text], [images])["input_ids"][0].tolist()
+    n = len(eval_ids)
+    ids, labels = row["input_ids"].tolist(), row["labels"].tolist()
+    assert ids[:n] == eval_ids
+    assert labels[:n] == [IGNORE] * n
+    assert labels[n:] == ids[n:] and len(ids) > n
+    response = adapter.tokenizer.decode(ids[n:], clean_up_tokenization_spaces=False)
+    assert response == adapter.format.response_prefix + "C: the third" + adapter.format.response_suffix
+    image_id = adapter.model.config.image_token_id
+    assert ids.count(image_id) == count * IMAGE_TOKENS[family]
+    assert all(label != image_id for label in labels)
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics2"])
+def test_a_batch_of_one_two_and_three_images_gives_a_finite_loss(adapters: dict[str, Any], family: str,
+                                                                 tmp_path: Path) -> None:
+    import torch
+
+    adapter = adapters[family]
+    examples = read_file(counted_items(tmp_path, [1, 3, 2]))
+    encoder = ExampleEncoder(adapter.processor, adapter.format, family)
+    rows = [encoder(e) for e in examples]
+    batch = Collator(adapter.tokenizer.pad_token_id, family)(rows)
+    longest = max(len(r["input_ids"]) for r in rows)
+    assert batch["input_ids"].shape == batch["labels"].shape == (3, longest)
+    assert int((batch["labels"] != IGNORE).sum()) == sum(int((r["labels"] != IGNORE).sum()) for r in rows)
+    if family == "llava":
+        assert batch["pixel_values"].shape[0] == 6
+    else:
+        assert batch["pixel_values"].shape[:2] == (3, 3)
+    with torch.no_grad():
+        loss = adapter.model(**{k: v.to(adapter.model.dtype) if k == "pixel_values" else v for k, v in batch.items()}).loss
+    assert torch.isfinite(loss)
+
+
+def test_ablations_change_the_data_as_documented(tmp_path: Path) -> None:
+    files = synth_train(tmp_path / "synth", n_closed=8, n_open=4)
+    # Named and tagged as dataset_builders/composed.py writes it.
+    composed = counted_items(tmp_path / "composed", [2, 3, 2, 2], name="composed_coreference.json",
+                             source="LLaVA_Med_composed_conv")
+    paths = [*files.values(), composed]
+    everything = load_training_data(paths, build_config({}))
+    assert len(everything.examples) == 4 * 12 + 4
+    assert everything.ablation["abilities_before"] == {"co-reference": 16, "comparison": 12, "reasoning": 12,
+                                                       "temporal": 12}
+    no_temporal = load_training_data(paths, build_config({"drop_ability": "temporal"}))
+    assert len(no_temporal.examples) == 40 and all(e.ability != "temporal" for e in no_temporal.examples)
+    no_composed = load_training_data(paths, build_config({"composed": "false"}))
+    assert len(no_composed.examples) == 48 and not any(e.composed for e in no_composed.examples)
+    keys = {f: [e.sample.key for e in load_training_data(paths, build_config({"fraction": str(f), "seed": "5"})).examples]
+            for f in (0.25, 0.5, 0.75)}
+    assert [len(k) for k in keys.values()] == [13, 26, 39]
+    assert set(keys[0.25]) < set(keys[0.5]) < set(keys[0.75])
+    again = [e.sample.key for e in load_training_data(paths, build_config({"fraction": "0.25", "seed": "5"})).examples]
+    other = [e.sample.key for e in load_training_data(paths, build_config({"fraction": "0.25", "seed": "6"})).examples]
+    assert again == keys[0.25] and other != keys[0.25]
+
+
+def test_a_bad_item_or_a_missing_image_is_one_error_naming_file_and_item(tmp_path: Path) -> None:
+    path = counted_items(tmp_path, [2, 2, 3])
+    items = json.loads(path.read_text())
+    items[1]["conversation"][0]["content"] = "<image>" + items[1]["conversation"][0]["content"]
+    path.write_text(json.dumps(items))
+    with pytest.raises(DataError, match=r"(?s)counts.json: 1 invalid item.*item 1 \(id item-1\): 3 <image> token"):
+        read_file(path)
+    items[1]["conversation"][0]["content"] = items[1]["conversation"][0]["content"][len("<image>"):]
+    path.write_text(json.dumps(items))
+    (tmp_path / items[2]["images"][1]).unlink()
+    with pytest.raises(DataError, match=r"1 image\(s\) not found:\n  item 2 \(id item-2\): .*_2_1.png"):
+        read_file(path)
+    result = run_cli("train", "sft-llava", "--data", str(path), "--base", str(tmp_path), "--output",
+                     str(tmp_path / "out"))
+    assert result.returncode == 2 and "config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_options_are_checked_before_anything_loads(tmp_path: Path) -> None:
+    with pytest.raises(MedmimError, match="unknown training option 'lrr'.*Did you mean lr"):
+        build_config({"lrr": "1"})
+    with pytest.raises(MedmimError, match="fraction must be one of 0.25, 0.5, 0.75, 1.0"):
+        build_config({"fraction": "0.3"})
+    with pytest.raises(MedmimError, match=r"lora=.maybe.: expected true or false"):
+        build_config({"lora": "maybe"})
+    assert build_config({"qlora": "true"}).lora
+    result = run_cli("train", "sft-llava", "--data", "x.json", "--base", ".", "--output", str(tmp_path), "lr=fast")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: training option lr='fast': could not convert string to float: 'fast'"]
+
+
+def test_list_recipes_and_the_shipped_accelerate_configs() -> None:
+    import yaml
+
+    listed = run_cli("list", "recipes")
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["sft-idefics2", "sft-llava", "tiny"]
+    expected = {"zero2": ("DEEPSPEED", 2), "zero3": ("DEEPSPEED", 3), "fsdp": ("FSDP", None)}
+    for name, (kind, stage) in expected.items():
+        result = run_cli("train", "--config", name)
+        config = yaml.safe_load(Path(result.stdout.strip()).read_text())
+        assert config["distributed_type"] == kind and config["num_processes"] == 4
+        assert config["mixed_precision"] == "bf16"
+        assert config.get("deepspeed_config", {}).get("zero_stage") == stage
+    assert "lora_r" in run_cli("train", "--options").stdout
+
+
+def mean_loss(folder: Path, examples: list[Any]) -> float:
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from medmim_eval.prompt_formats import get_format
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    encoder = ExampleEncoder(processor, get_format("mantis_llama3"), "llava")
+    batch = Collator(processor.tokenizer.pad_token_id, "llava")([encoder(e) for e in examples])
+    with torch.no_grad():
+        return float(model(**batch).loss)
+
+
+def test_a_few_steps_lower_the_loss_on_the_response(tmp_path: Path) -> None:
+    from tiny_models import tiny_llava
+
+    files = list(synth_train(tmp_path / "synth", n_closed=4, n_open=2).values())
+    base = tiny_llava()
+    request = TrainRequest(recipe="sft-llava", recipe_version="1", output=tmp_path / "out", data=files, base=base,
+                           overrides={"max_steps": "12", "lr": "2e-3", "batch_size": "4", "grad_accum": "1",
+                                      "warmup": "0", "save_steps": "100", "logging_steps": "1",
+                                      "train_vision": "true"}, progress=False)
+    run_sft(request, "llava")
+    examples = load_training_data(files, build_config({})).examples
+    before, after = mean_loss(base, examples), mean_loss(tmp_path / "out", examples)
+    assert after < 0.7 * before, (before, after)
+    record = lineage(tmp_path / "out")
+    assert record["steps"] == 12 and record["final_loss"] < record["first_loss"]
+    assert record["data"]["files"][0]["sha256"] and record["base"]["config_sha256"]
+    assert record["hyperparameters"]["lr"] == 2e-3 and record["packages"]["transformers"]
+
+
+def test_steps_per_epoch_formula() -> None:
+    assert steps_per_epoch(20, 2, 2, 2) == 3  # 10 batches, 5 per process, ceil(5 / 2)
+    assert steps_per_epoch(24, 4, 1, 1) == 6 and steps_per_epoch(1, 8, 4, 8) == 1
+
+
+def test_the_released_instruction_file_reads_and_its_absent_images_are_named(shared_data: Path, tmp_path: Path) -> None:
+    """The official Comparison training file: every item parses; its MS-CXR-T/LUMIERE images are credentialed
+    downloads that are absent here, so the error names them and the fix."""
+    from medmim_eval.datadir import DataPaths
+
+    path = shared_data / "med-mim" / "Med_MIM_train_inherent_Comparison.json"
+    with pytest.raises(DataError) as caught:
+        read_file(path, DataPaths.resolve(tmp_path / "data"))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "image(s) not found" in message and "--data-dir" in message
+    assert f"{tmp_path / 'data' / 'ms-cxr-t'}/p1" in message  # resolved under the source's own folder

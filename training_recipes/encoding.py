@@ -1,0 +1,133 @@
+"""Turning a training example into model inputs with labels on the response tokens only (Eq. 1).
+
+The prompt is rendered by :func:`medmim_eval.prompt_formats.render_training` and encoded by the
+checkpoint's own processor exactly as the in-process adapters encode an evaluation prompt (same
+text, same images, same preprocessing, same special-token rule), so the model trains on the very
+token sequence it is evaluated on. The response (the format's response prefix, the assistant turn
+and the end marker) is tokenized on its own and appended; its tokens are the only labels, every
+prompt and image token is ``-100``. Tokenizing the two pieces separately keeps the boundary exact:
+no BPE merge can straddle the prompt and the response.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from medmim_eval.errors import DataError
+from medmim_eval.prompt_formats import PromptFormat, render_training
+from medmim_eval.training_recipes.data import TrainExample
+
+IGNORE = -100
+FAMILIES = ("llava", "idefics2")
+
+
+def load_image(path: str, fmt: PromptFormat, image_processor: Any) -> Any:
+    """One image as the in-process adapters load it: 8-bit RGB, padded to a square with the
+    processor's mean colour for ``llava_med_mistral``."""
+    from medmim_eval.adapters.hf_common import load_rgb, pad_to_square
+
+    pixels = load_rgb(path)[0]
+    if fmt.name == "llava_med_mistral" and pixels.width != pixels.height:
+        mean = getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
+        pixels = pad_to_square(pixels, tuple(int(round(float(m) * 255)) for m in mean))
+    return pixels
+
+
+class ExampleEncoder:
+    """``encoder(example)`` -> ``input_ids``, ``attention_mask``, ``labels`` (1-D) and pixel tensors."""
+
+    def __init__(self, processor: Any, fmt: PromptFormat, family: str, max_length: int = 0) -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}")
+        self.processor, self.fmt, self.family = processor, fmt, family
+        self.tokenizer = processor.tokenizer
+        self.max_length = max_length
+
+    def encode_prompt(self, text: str, images: list[Any]) -> Any:
+        """The processor output for one prompt (what evaluation feeds the model before generating)."""
+        special = not self.fmt.bos_in_text
+        if self.family == "llava":
+            return self.processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=special)
+        return self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
+                              add_special_tokens=special)
+
+    def __call__(self, example: TrainExample) -> dict[str, Any]:
+        import torch
+
+        sample = example.sample
+        rendered = render_training(self.fmt, sample.prompt, example.response)
+        images = [load_image(p.path, self.fmt, self.processor.image_processor) for p in sample.prompt.images]
+        try:
+            prompt = self.encode_prompt(rendered.prompt, images)
+        except ValueError as exc:
+            raise DataError(f"{example.label}: the processor refused the prompt ({exc})") from None
+        response_ids = self.tokenizer(rendered.response, add_special_tokens=False)["input_ids"]
+        prompt_ids = prompt["input_ids"][0]
+        input_ids = torch.cat([prompt_ids, torch.tensor(response_ids, dtype=prompt_ids.dtype)])
+        if self.max_length and len(input_ids) > self.max_length:
+            raise DataError(f"{example.label}: {len(input_ids)} tokens, more than max_length={self.max_length}; "
+                            "raise max_length or remove the item (nothing is truncated)")
+        labels = torch.full_like(input_ids, IGNORE)
+        labels[len(prompt_ids):] = input_ids[len(prompt_ids):]
+        out = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+        for key in ("pixel_values", "pixel_attention_mask", "image_sizes"):
+            if key in prompt:
+                out[key] = prompt[key] if self.family == "llava" else prompt[key][0]
+        return out
+
+
+class Collator:
+    """Right-pads a batch; LLaVA images are concatenated, Idefics2 images padded with empty ones."""
+
+    def __init__(self, pad_token_id: int, family: str) -> None:
+        self.pad_token_id, self.family = pad_token_id, family
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+        from torch.nn.utils.rnn import pad_sequence
+
+        batch = {
+            "input_ids": pad_sequence([r["input_ids"] for r in rows], batch_first=True, padding_value=self.pad_token_id),
+            "attention_mask": pad_sequence([r["attention_mask"] for r in rows], batch_first=True, padding_value=0),
+            "labels": pad_sequence([r["labels"] for r in rows], batch_first=True, padding_value=IGNORE),
+        }
+        with_images = [r for r in rows if "pixel_values" in r]
+        if not with_images:
+            return batch
+        if self.family == "llava":
+            batch["pixel_values"] = torch.cat([r["pixel_values"] for r in with_images])
+            if all("image_sizes" in r for r in with_images):
+                batch["image_sizes"] = torch.cat([r["image_sizes"] for r in with_images])
+            return batch
+        # Idefics2 pads images bottom-right to the batch's largest size (pixel_attention_mask marks the
+        # real pixels) and skips all-zero images, so zero padding adds nothing the model sees.
+        most = max(r["pixel_values"].shape[0] for r in with_images)
+        height = max(r["pixel_values"].shape[-2] for r in with_images)
+        width = max(r["pixel_values"].shape[-1] for r in with_images)
+        pixels, masks = [], []
+        for r in rows:
+            values = r["pixel_values"]
+            padded = values.new_zeros((most, values.shape[1], height, width))
+            padded[: values.shape[0], :, : values.shape[-2], : values.shape[-1]] = values
+            pixels.append(padded)
+            mask = r.get("pixel_attention_mask")
+            if mask is None:
+                mask = values.new_ones((values.shape[0], values.shape[-2], values.shape[-1]), dtype=torch.bool)
+            full = mask.new_zeros((most, height, width))
+            full[: mask.shape[0], : mask.shape[-2], : mask.shape[-1]] = mask
+            masks.append(full)
+        batch["pixel_values"] = torch.stack(pixels)
+        batch["pixel_attention_mask"] = torch.stack(masks)
+        return batch
+
+
+class EncodedDataset:
+    """A map-style dataset encoding each example when it is read (images are never all in memory)."""
+
+    def __init__(self, examples: list[TrainExample], encoder: ExampleEncoder) -> None:
+        self.examples, self.encoder = examples, encoder
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.encoder(self.examples[index])
