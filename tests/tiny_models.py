@@ -93,18 +93,10 @@ def _tokenizer(image_token_attribute: bool = True, add_bos: bool = False):  # ty
 
 
 def _rekey_for_vllm(folder: Path) -> None:
-    """transformers 5.x writes ``vision_tower.X``; vLLM expects ``vision_tower.vision_model.X``."""
-    from safetensors.torch import load_file, save_file
+    """The llava-hf key layout vLLM loads (one implementation, shared with the training recipes)."""
+    from medmim_eval.training_recipes.run_dir import rekey_for_vllm
 
-    for path in folder.glob("*.safetensors"):
-        tensors = load_file(str(path))
-        renamed = {}
-        for key, value in tensors.items():
-            head = "model.vision_tower." if key.startswith("model.vision_tower.") else "vision_tower."
-            if key.startswith(head) and not key.startswith(head + "vision_model."):
-                key = head + "vision_model." + key[len(head):]
-            renamed[key] = value.contiguous()
-        save_file(renamed, str(path), metadata={"format": "pt"})
+    rekey_for_vllm(folder)
 
 
 def _build_llava(folder: Path, seed: int) -> None:
