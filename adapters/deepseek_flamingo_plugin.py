@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 from typing import Any, Callable
 
+from medmim_eval.adapters.placement_options import placement_problem
 from medmim_eval.adapters.med_flamingo_setup import check_med_flamingo
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
@@ -45,10 +45,7 @@ NATIVE_CLASSES = {"deepseek_vl": "DeepseekVLForConditionalGeneration",
 ORIGINAL_TYPE = "multi_modality"
 MODES = ("native", "package")
 KNOWN_OPTIONS = frozenset({"mode", "dtype", "device", "device_map", "batch", "max_images", "label"})
-DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-_DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:
@@ -105,18 +102,12 @@ def option_problem(options: dict[str, str]) -> str | None:
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         return f"unknown option(s) {', '.join(unknown)}; hf-deepseek-vl knows {', '.join(sorted(KNOWN_OPTIONS))}"
-    mode, dtype = options.get("mode"), options.get("dtype")
-    device, device_map = options.get("device"), options.get("device_map")
+    mode = options.get("mode")
     if mode and mode not in MODES:
         return f"hf-deepseek-vl mode={mode!r}: use native or package"
-    if dtype and dtype.lower() not in DTYPES:
-        return f"hf-deepseek-vl dtype={dtype!r}: use bf16, fp16 or fp32"
-    if device and not _DEVICE.match(device):
-        return f"hf-deepseek-vl device={device!r}: use cpu, cuda, cuda:N or mps"
-    if device_map and device_map not in DEVICE_MAPS:
-        return f"hf-deepseek-vl device_map={device_map!r}: use {', '.join(DEVICE_MAPS)}"
-    if device and device_map:
-        return "hf-deepseek-vl: give device= or device_map=, not both"
+    placement = placement_problem("hf-deepseek-vl", options)
+    if placement:
+        return placement
     for name in ("batch", "max_images"):
         raw = options.get(name)
         if raw and (not raw.isdigit() or int(raw) < 1):

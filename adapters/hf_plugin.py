@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 from typing import Any, Callable
 
+from medmim_eval.adapters.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -43,9 +43,6 @@ COMMON_OPTIONS = frozenset({"format", "dtype", "device", "device_map", "batch", 
 KNOWN_OPTIONS = {"hf-llava": COMMON_OPTIONS, "hf-idefics2": COMMON_OPTIONS | {"image_splitting"}}
 FORMATS = {"hf-llava": ("mantis_llama3", "llava_med_mistral"), "hf-idefics2": ("idefics2",)}
 LLAVA_FORMATS = FORMATS["hf-llava"]
-DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-_DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 # config.json "model_type" each adapter loads, and the adapter to use for the other one.
 MODEL_TYPES = {"hf-llava": "llava", "hf-idefics2": "idefics2"}
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -80,16 +77,9 @@ def option_problem(options: dict[str, str], adapter: str = "hf-llava") -> str | 
     fmt = options.get("format")
     if fmt and fmt not in FORMATS[adapter]:
         return f"{adapter} format={fmt!r}: use {' or '.join(FORMATS[adapter])}"
-    dtype = options.get("dtype")
-    if dtype and dtype.lower() not in DTYPES:
-        return f"{adapter} dtype={dtype!r}: use bf16, fp16 or fp32"
-    device, device_map = options.get("device"), options.get("device_map")
-    if device and not _DEVICE.match(device):
-        return f"{adapter} device={device!r}: use cpu, cuda, cuda:N or mps"
-    if device_map and device_map not in DEVICE_MAPS:
-        return f"{adapter} device_map={device_map!r}: use {', '.join(DEVICE_MAPS)}"
-    if device and device_map:
-        return f"{adapter}: give device= or device_map=, not both"
+    placement = placement_problem(adapter, options)
+    if placement:
+        return placement
     for name in ("batch", "max_images"):
         raw = options.get(name)
         if raw and (not raw.isdigit() or int(raw) < 1):

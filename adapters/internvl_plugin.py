@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 from typing import Any, Callable
 
+from medmim_eval.adapters.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -44,9 +44,6 @@ ADAPTER = "hf-internvl"
 INSTALL_HINT = "the hf backend (torch, transformers) is not installed: pip install 'medmim-eval[hf]'"
 KNOWN_OPTIONS = frozenset({"mode", "max_tiles", "max_images", "batch", "dtype", "device", "device_map", "label"})
 MODES = ("remote", "native")
-DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-_DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -76,16 +73,9 @@ def option_problem(options: dict[str, str]) -> str | None:
     mode = options.get("mode")
     if mode and mode not in MODES:
         return f"{ADAPTER} mode={mode!r}: use remote (the checkpoint's own model.chat) or native (transformers)"
-    dtype = options.get("dtype")
-    if dtype and dtype.lower() not in DTYPES:
-        return f"{ADAPTER} dtype={dtype!r}: use bf16, fp16 or fp32"
-    device, device_map = options.get("device"), options.get("device_map")
-    if device and not _DEVICE.match(device):
-        return f"{ADAPTER} device={device!r}: use cpu, cuda, cuda:N or mps"
-    if device_map and device_map not in DEVICE_MAPS:
-        return f"{ADAPTER} device_map={device_map!r}: use {', '.join(DEVICE_MAPS)}"
-    if device and device_map:
-        return f"{ADAPTER}: give device= or device_map=, not both"
+    placement = placement_problem(ADAPTER, options)
+    if placement:
+        return placement
     for name in ("max_tiles", "max_images", "batch"):
         raw = options.get(name)
         if raw and (not raw.isdigit() or int(raw) < 1):

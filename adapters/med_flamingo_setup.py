@@ -31,9 +31,10 @@ matches your torch first (never on a CPU-only torch install, where pip swaps tor
 from __future__ import annotations
 
 import importlib.util
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from medmim_eval.adapters.placement_options import placement_problem
 
 LLAMA_SUBDIR = "llama-7b"
 CHECKPOINT_FILE = "model.pt"
@@ -48,8 +49,6 @@ BACKEND_MODULES = (("torch", "torch"), ("transformers", "transformers"), ("open_
                    ("open_clip", "open_clip_torch"), ("einops", "einops"), ("einops_exts", "einops-exts"),
                    ("torchvision", "torchvision, matching your torch"))
 KNOWN_OPTIONS = frozenset({"checkpoint", "clip", "dtype", "device", "batch", "max_images", "label"})
-DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
-_DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -89,12 +88,9 @@ def option_problem(options: dict[str, str]) -> str | None:
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         return f"unknown option(s) {', '.join(unknown)}; med-flamingo knows {', '.join(sorted(KNOWN_OPTIONS))}"
-    dtype = options.get("dtype")
-    if dtype and dtype.lower() not in DTYPES:
-        return f"med-flamingo dtype={dtype!r}: use bf16, fp16 or fp32"
-    device = options.get("device")
-    if device and not _DEVICE.match(device):
-        return f"med-flamingo device={device!r}: use cpu, cuda, cuda:N or mps"
+    placement = placement_problem("med-flamingo", options)
+    if placement:
+        return placement
     for name in ("batch", "max_images"):
         raw = options.get(name)
         if raw and (not raw.isdigit() or int(raw) < 1):
