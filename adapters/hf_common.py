@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from medmim_eval.adapter import GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.errors import MedmimError, TooManyImagesError
+from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError
 from medmim_eval.prompt_formats import PromptFormat
 from medmim_eval.schema import Sample
 
@@ -219,3 +219,18 @@ async def answer_requests(requests: Sequence[GenerationRequest], prepare: Callab
         for (i, _), result in zip(members, await batch, strict=True):
             out[i] = result
     return [r if r is not None else RuntimeError("no answer") for r in out]
+
+
+def checked_target(adapter: str, target: str | None, options: dict[str, str],
+                   check: Callable[[str | None, dict[str, str]], str | None], install_hint: str) -> tuple[str, Path]:
+    """The model id and resolved folder for an adapter factory, once ``check`` finds nothing missing.
+
+    Raises:
+        MissingBackendError: when ``check`` reports ``install_hint`` (the backend is not installed).
+        MedmimError: any other reason ``check`` gives (bad path, options, checkpoint kind).
+    """
+    reason = check(target, options)
+    if reason:
+        raise (MissingBackendError if reason == install_hint else MedmimError)(reason)
+    assert target is not None
+    return options.get("label") or f"{adapter}:{target}", Path(os.path.expanduser(target)).resolve()

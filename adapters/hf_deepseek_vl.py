@@ -12,7 +12,6 @@ dropped or truncated.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,9 +19,9 @@ from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest,
 from medmim_eval.adapters.deepseek_flamingo_plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
                                                            deepseek_mode, read_config)
 from medmim_eval.adapters.deepseek_vl_prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
-from medmim_eval.adapters.hf_common import (Placement, answer_requests, check_image_count, checkpoint_fingerprint,
-                                            generate_answers, input_device, load_model, load_rgb, placement,
-                                            read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf_common import (Placement, answer_requests, check_image_count, checked_target,
+                                            checkpoint_fingerprint, generate_answers, input_device, load_model,
+                                            load_rgb, placement, read_lineage, stop_token_ids)
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.schema import PromptRecord, Sample, content_hash
 
@@ -159,11 +158,7 @@ class DeepseekVLAdapter:
 
 def make_hf_deepseek_vl(target: str | None, options: dict[str, str], context: AdapterContext) -> DeepseekVLAdapter:
     """The factory registered as ``hf-deepseek-vl``. Raises MissingBackendError or MedmimError with the fix."""
-    reason = check_deepseek_vl(target, options)
-    if reason:
-        raise (MissingBackendError if reason == INSTALL_HINT else MedmimError)(reason)
-    assert target is not None
-    path = Path(os.path.expanduser(target)).resolve()
+    model_id, path = checked_target("hf-deepseek-vl", target, options, check_deepseek_vl, INSTALL_HINT)
     mode, _ = deepseek_mode(path, options)
     assert mode is not None
-    return DeepseekVLAdapter(options.get("label") or f"hf-deepseek-vl:{target}", path, options, mode)
+    return DeepseekVLAdapter(model_id, path, options, mode)

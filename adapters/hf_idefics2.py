@@ -14,14 +14,13 @@ sample. Options: see :mod:`.hf_plugin`.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checkpoint_fingerprint,
-                                            generate_answers, input_device, load_model, load_rgb, placement,
-                                            read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+                                            checkpoint_fingerprint, generate_answers, input_device, load_model,
+                                            load_rgb, placement, read_lineage, stop_token_ids)
 from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_idefics2
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import get_format, render_prompt
@@ -163,9 +162,5 @@ class HFIdefics2Adapter:
 
 def make_hf_idefics2(target: str | None, options: dict[str, str], context: AdapterContext) -> HFIdefics2Adapter:
     """The factory registered as ``hf-idefics2``. Raises MissingBackendError or MedmimError with the fix."""
-    reason = check_hf_idefics2(target, options)
-    if reason:
-        raise (MissingBackendError if reason == INSTALL_HINT else MedmimError)(reason)
-    assert target is not None
-    path = Path(os.path.expanduser(target)).resolve()
-    return HFIdefics2Adapter(options.get("label") or f"hf-idefics2:{target}", path, options)
+    model_id, path = checked_target("hf-idefics2", target, options, check_hf_idefics2, INSTALL_HINT)
+    return HFIdefics2Adapter(model_id, path, options)

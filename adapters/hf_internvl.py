@@ -27,14 +27,13 @@ Tested on tiny checkpoints only: the remote route against a stand-in for InternV
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checkpoint_fingerprint, file_sha256,
-                                            generate_answers, input_device, load_model, load_rgb, placement,
-                                            read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+                                            checkpoint_fingerprint, file_sha256, generate_answers, input_device,
+                                            load_model, load_rgb, placement, read_lineage, stop_token_ids)
 from medmim_eval.adapters.internvl_plugin import INSTALL_HINT, check_hf_internvl, checkpoint_mode, read_config
 from medmim_eval.adapters.internvl_tiling import DEFAULT_MAX_TILES, choose_grid, per_image_budget, tile_image
 from medmim_eval.errors import MedmimError, MissingBackendError
@@ -274,9 +273,5 @@ class HFInternVLAdapter:
 
 def make_hf_internvl(target: str | None, options: dict[str, str], context: AdapterContext) -> HFInternVLAdapter:
     """The factory registered as ``hf-internvl``. Raises MissingBackendError or MedmimError with the fix."""
-    reason = check_hf_internvl(target, options)
-    if reason:
-        raise (MissingBackendError if reason == INSTALL_HINT else MedmimError)(reason)
-    assert target is not None
-    path = Path(os.path.expanduser(target)).resolve()
-    return HFInternVLAdapter(options.get("label") or f"hf-internvl:{target}", path, options)
+    model_id, path = checked_target("hf-internvl", target, options, check_hf_internvl, INSTALL_HINT)
+    return HFInternVLAdapter(model_id, path, options)

@@ -13,14 +13,14 @@ see :mod:`.hf_plugin`; shared machinery: :mod:`.hf_common`.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checkpoint_fingerprint,
-                                            file_sha256, generate_answers, input_device, load_model, load_rgb,
-                                            pad_to_square, placement, read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+                                            checkpoint_fingerprint, file_sha256, generate_answers, input_device,
+                                            load_model, load_rgb, pad_to_square, placement, read_lineage,
+                                            stop_token_ids)
 from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_llava, default_format
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import PromptFormat, get_format, render_prompt
@@ -145,9 +145,5 @@ class HFLlavaAdapter:
 
 def make_hf_llava(target: str | None, options: dict[str, str], context: AdapterContext) -> HFLlavaAdapter:
     """The factory registered as ``hf-llava``. Raises MissingBackendError or MedmimError with the fix."""
-    reason = check_hf_llava(target, options)
-    if reason:
-        raise (MissingBackendError if reason == INSTALL_HINT else MedmimError)(reason)
-    assert target is not None
-    path = Path(os.path.expanduser(target)).resolve()
-    return HFLlavaAdapter(options.get("label") or f"hf-llava:{target}", path, options)
+    model_id, path = checked_target("hf-llava", target, options, check_hf_llava, INSTALL_HINT)
+    return HFLlavaAdapter(model_id, path, options)
