@@ -76,7 +76,14 @@ class ExampleEncoder:
 
 
 class Collator:
-    """Right-pads a batch; LLaVA images are concatenated, Idefics2 images padded with empty ones."""
+    """Left-pads a batch, with position ids that start at 0 on each row's first real token (so a
+    row's positions are what they would be alone); LLaVA images are concatenated, Idefics2 images
+    padded with empty ones.
+
+    Left padding ends every row at the same column, so the response tokens of a batch sit in its
+    last columns and the trainer computes logits for those columns only
+    (:meth:`medmim_eval.training_recipes.trainer.MedmimTrainer.compute_loss`).
+    """
 
     def __init__(self, pad_token_id: int, family: str) -> None:
         self.pad_token_id, self.family = pad_token_id, family
@@ -85,10 +92,16 @@ class Collator:
         import torch
         from torch.nn.utils.rnn import pad_sequence
 
+        def left_pad(key: str, value: int) -> Any:
+            flipped = [r[key].flip(0) for r in rows]
+            return pad_sequence(flipped, batch_first=True, padding_value=value).flip(1)
+
+        mask = left_pad("attention_mask", 0)
         batch = {
-            "input_ids": pad_sequence([r["input_ids"] for r in rows], batch_first=True, padding_value=self.pad_token_id),
-            "attention_mask": pad_sequence([r["attention_mask"] for r in rows], batch_first=True, padding_value=0),
-            "labels": pad_sequence([r["labels"] for r in rows], batch_first=True, padding_value=IGNORE),
+            "input_ids": left_pad("input_ids", self.pad_token_id),
+            "attention_mask": mask,
+            "labels": left_pad("labels", IGNORE),
+            "position_ids": (mask.long().cumsum(1) - 1).clamp(min=0),
         }
         with_images = [r for r in rows if "pixel_values" in r]
         if not with_images:
@@ -121,13 +134,19 @@ class Collator:
 
 
 class EncodedDataset:
-    """A map-style dataset encoding each example when it is read (images are never all in memory)."""
+    """A map-style dataset encoding each example when it is read (images are never all in memory),
+    or, with ``cache=True``, once: the encoded example is kept for the next epochs."""
 
-    def __init__(self, examples: list[TrainExample], encoder: ExampleEncoder) -> None:
+    def __init__(self, examples: list[TrainExample], encoder: ExampleEncoder, cache: bool = False) -> None:
         self.examples, self.encoder = examples, encoder
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.encoder(self.examples[index])
+        if self._cache is None:
+            return self.encoder(self.examples[index])
+        if index not in self._cache:
+            self._cache[index] = self.encoder(self.examples[index])
+        return self._cache[index]

@@ -47,6 +47,8 @@ HELP: dict[str, str] = {
     "keep_checkpoints": "keep the checkpoint-N folders after a successful run",
     "logging_steps": "log the loss every N optimiser steps",
     "threads": "torch CPU threads per process; 0 = torch's default (all cores)",
+    "cache_encoded": "keep each encoded example (token ids, pixel tensors) in memory after its first epoch; "
+                     "for small data sets, where re-reading the images each epoch costs more than the model",
     "max_length": "refuse (with the item named) any sample longer than this many tokens; 0 = the model's limit",
     "drop_ability": "ablation: leave out one ability (temporal, reasoning, comparison, co-reference)",
     "fraction": "ablation: keep this share of the data (0.25, 0.5, 0.75, 1.0), drawn with the seed",
@@ -83,6 +85,7 @@ class TrainConfig:
     keep_checkpoints: bool = False
     logging_steps: int = 10
     threads: int = 0
+    cache_encoded: bool = False
     max_length: int = 0
     drop_ability: str = ""
     fraction: float = 1.0

@@ -170,7 +170,7 @@ def plan_of(request: TrainRequest, family: str, prompt_format: str, config: Trai
             base: Path) -> dict[str, Any]:
     """What must match for a folder's checkpoints to be resumed."""
     cfg = config.to_dict()
-    for volatile in ("save_steps", "save_limit", "keep_checkpoints", "logging_steps", "threads"):
+    for volatile in ("save_steps", "save_limit", "keep_checkpoints", "logging_steps", "threads", "cache_encoded"):
         cfg.pop(volatile)
     return {"recipe": request.recipe, "recipe_version": request.recipe_version, "family": family,
             "prompt_format": prompt_format, "hyperparameters": cfg, "base": str(base.resolve()),
@@ -232,7 +232,7 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
     tokenizer = processor.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     limit = config.max_length or int(getattr(model.config.get_text_config(), "max_position_embeddings", 0) or 0)
-    dataset = EncodedDataset(data.examples, ExampleEncoder(processor, fmt, family, limit))
+    dataset = EncodedDataset(data.examples, ExampleEncoder(processor, fmt, family, limit), cache=config.cache_encoded)
     per_epoch = steps_per_epoch(len(dataset), config.batch_size, processes, config.grad_accum)
     total = config.max_steps if config.max_steps > 0 else math.ceil(config.epochs * per_epoch)
     say(f"{request.recipe}: {len(dataset)} items from {len(data.files)} file(s), {processes} process(es), "
