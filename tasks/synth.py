@@ -334,29 +334,42 @@ def _check_args(seed: int, split: str, n_closed: int, n_open: int) -> None:
         raise TypeError("seed must be an int")
 
 
+def _write_ability(out_dir: Path, key: str, file: str, seed: int, split: str, n_closed: int, n_open: int) -> Path:
+    """One ability's file and images (its own random stream, so abilities can be drawn in parallel)."""
+    (out_dir / "images" / key).mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"medmim-synth/v{GENERATOR_VERSION}/seed{seed}/{split}/{key}")
+    items = _items(rng, key, split, "closed", n_closed, out_dir)
+    items += _items(rng, key, split, "open", n_open, out_dir)
+    path = out_dir / file
+    path.write_text(json.dumps(items, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
 def generate_suite(
-    out_dir: Path, *, seed: int, split: str = "test", n_closed: int = DEFAULT_N_CLOSED, n_open: int = DEFAULT_N_OPEN
+    out_dir: Path, *, seed: int, split: str = "test", n_closed: int = DEFAULT_N_CLOSED, n_open: int = DEFAULT_N_OPEN,
+    workers: int = 1,
 ) -> dict[str, Path]:
     """Write the four ability files (and their images) into ``out_dir``; return ``{key: json path}``.
 
     Keys are the ability keys ``temporal``, ``reasoning``, ``comparison``, ``coreference``. Each
     file holds ``n_closed`` closed then ``n_open`` open items. The same (seed, split, sizes) give
     byte-identical files; each split and ability draws from its own random stream (seeded with a
-    string naming generator version, seed, split and ability), so splits never share a draw.
+    string naming generator version, seed, split and ability), so splits never share a draw and
+    ``workers`` > 1 draws the abilities in that many processes with the same result.
     Writes in place: use ``ensure_suite`` for an atomic, cached folder.
     """
     _check_args(seed, split, n_closed, n_open)
     out_dir = Path(out_dir)
-    paths: dict[str, Path] = {}
-    for spec in ABILITIES:
-        (out_dir / "images" / spec.key).mkdir(parents=True, exist_ok=True)
-        rng = random.Random(f"medmim-synth/v{GENERATOR_VERSION}/seed{seed}/{split}/{spec.key}")
-        items = _items(rng, spec.key, split, "closed", n_closed, out_dir)
-        items += _items(rng, spec.key, split, "open", n_open, out_dir)
-        path = out_dir / spec.file
-        path.write_text(json.dumps(items, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        paths[spec.key] = path
-    return paths
+    jobs = [(out_dir, spec.key, spec.file, seed, split, n_closed, n_open) for spec in ABILITIES]
+    if workers <= 1:
+        return {job[1]: _write_ability(*job) for job in jobs}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: the caller may hold threads (torch) that a forked child would inherit half-locked.
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {job[1]: pool.submit(_write_ability, *job) for job in jobs}
+        return {key: future.result() for key, future in futures.items()}
 
 
 def suite_dir(cache_dir: Path, *, seed: int = SUITE_SEED, split: str = "test", n_closed: int = DEFAULT_N_CLOSED, n_open: int = DEFAULT_N_OPEN) -> Path:
@@ -387,7 +400,8 @@ def _remove_stale_temps(parent: Path, name: str) -> None:
 
 
 def ensure_suite(
-    cache_dir: Path, *, seed: int = SUITE_SEED, split: str = "test", n_closed: int = DEFAULT_N_CLOSED, n_open: int = DEFAULT_N_OPEN
+    cache_dir: Path, *, seed: int = SUITE_SEED, split: str = "test", n_closed: int = DEFAULT_N_CLOSED, n_open: int = DEFAULT_N_OPEN,
+    workers: int = 1,
 ) -> Path:
     """Return the complete suite folder under ``cache_dir/synth``, generating it if needed.
 
@@ -405,7 +419,7 @@ def ensure_suite(
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
     try:
-        paths = generate_suite(tmp, seed=seed, split=split, n_closed=n_closed, n_open=n_open)
+        paths = generate_suite(tmp, seed=seed, split=split, n_closed=n_closed, n_open=n_open, workers=workers)
         manifest = {
             "generator_version": GENERATOR_VERSION,
             "seed": seed,

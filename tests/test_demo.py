@@ -46,5 +46,7 @@ def test_the_demo_model_beats_the_baselines_on_every_ability(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr[-3000:]
     closed = {r["task"]: r["margin"] for r in margins(run) if r["kind"] == "closed"}
     assert set(closed) == TASKS
-    assert all(margin >= 15.0 for margin in closed.values()), closed
+    # Three training seeds gave margins of at least +28.3 (README); 20 leaves room for the
+    # machine-to-machine differences of a model trained from scratch.
+    assert all(margin >= 20.0 for margin in closed.values()), closed
     assert "does not beat" not in result.stderr

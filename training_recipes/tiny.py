@@ -39,10 +39,13 @@ def tiny_defaults() -> dict[str, Any]:
     from medmim_eval.training_recipes.options import TrainConfig
 
     known = {f.name for f in fields(TrainConfig)}
-    # One thread: the tiny model's matrices are too small to share; measured on 2 shared cores, one
-    # process ran 10x faster with 1 thread than with 2 (benchmarks/bench_training.py).
+    # Two threads: with the logits computed for the response columns only, a step on 2 idle cores
+    # took 30 ms with 2 threads and 50 ms with 1 (on cores busy with other jobs, 1 thread can win:
+    # threads=1). The encoded examples stay in memory (cache_encoded): re-reading and re-processing
+    # the images each epoch cost as much as the model's step.
     defaults: dict[str, Any] = {"grad_accum": 1, "train_vision": True, "precision": "fp32", "warmup": 0,
-                                "logging_steps": 10, "save_steps": 100, "save_limit": 1, "threads": 1}
+                                "logging_steps": 10, "save_steps": 250, "save_limit": 1, "threads": 2,
+                                "cache_encoded": True}
     for key, value in tiny_settings().items():
         name = _ALIASES.get(key, key)
         if name in known:
@@ -58,7 +61,8 @@ def tiny_data(cache: Path | None = None) -> list[Path]:
 
     settings = tiny_settings()
     sizes = {k: settings[k] for k in ("n_closed", "n_open") if k in settings}
-    folder = ensure_suite(cache or cache_dir(), seed=int(settings.get("suite_seed", 1)), split="train", **sizes)
+    folder = ensure_suite(cache or cache_dir(), seed=int(settings.get("suite_seed", 1)), split="train",
+                          workers=os.cpu_count() or 1, **sizes)
     return [folder / spec.file for spec in ABILITIES]
 
 
