@@ -14,12 +14,14 @@ import json
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
 from pydantic import BaseModel, ValidationError
 
+from medmim_eval.errors import MedmimError
 from medmim_eval.schema import SampleRecord
 
 SAMPLES_FILE = "samples.jsonl"
@@ -37,6 +39,28 @@ def shard_paths(run_dir: Path) -> list[Path]:
     """Record shards in ``run_dir``, whatever world size wrote them, in rank order."""
     found = [(int(m.group(1)), p) for p in run_dir.glob("samples.rank-*.jsonl") if (m := _SHARD.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def ensure_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents) and prove a file can be written in it.
+
+    Raises:
+        MedmimError: one line naming the folder and why it cannot be used (a parent that is a
+            file, a read-only file system, no permission).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or type(exc).__name__)
+        raise MedmimError(f"cannot create the run directory {run_dir}: {reason}; pass another --output") from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=run_dir)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MedmimError(f"cannot write files in the run directory {run_dir}: {exc.strerror or type(exc).__name__}; "
+                          "pass another --output") from None
 
 
 def write_json_atomic(path: Path, model: BaseModel) -> None:

@@ -106,3 +106,44 @@ def test_missing_rad_images_with_the_real_file(shared_data: Path, tmp_path: Path
     assert status.returncode == 0
     assert "held-out-rad           366 items; images 0/285 present -> not runnable" in status.stdout
     assert "vqa-rad: VQA-RAD, open (CC0)" in status.stdout
+
+
+def _one_line_error(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_an_output_folder_under_a_file_is_one_error_line(tmp_path: Path) -> None:
+    task = _write_task(tmp_path, [GOOD])
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    out = tmp_path / "notes.txt" / "runs" / "r1"
+    line = _one_line_error(run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q"))
+    assert line == f"error: cannot create the run directory {out}: {tmp_path / 'notes.txt'} is a file, not a folder; " \
+        "pass another --output"
+
+
+def test_an_output_folder_even_root_cannot_write_is_one_error_line(tmp_path: Path) -> None:
+    # sysfs takes no new folders, not even from root (the tests run as root): a tree nobody can write.
+    out = Path("/sys/medmim-eval-test/run")
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        reason = exc.strerror
+    else:
+        out.rmdir()
+        out.parent.rmdir()
+        pytest.skip("this /sys accepts new folders")
+    task = _write_task(tmp_path, [GOOD])
+    line = _one_line_error(run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q"))
+    assert line == f"error: cannot create the run directory {out}: {reason}; pass another --output"
+
+
+def test_an_existing_output_folder_without_write_access_is_one_error_line(tmp_path: Path) -> None:
+    task = _write_task(tmp_path, [GOOD])
+    out = Path("/sys/kernel")  # a folder that exists, where not even root may create a file
+    if not out.is_dir():
+        pytest.skip("no /sys/kernel here")
+    line = _one_line_error(run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q"))
+    assert line.startswith(f"error: cannot write files in the run directory {out}: ") and line.endswith("pass another --output")
