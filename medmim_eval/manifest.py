@@ -71,9 +71,10 @@ def read_manifest(run_dir: Path) -> RunManifest | None:
         return None
     try:
         return RunManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise MedmimError(
-            f"{path}: not a readable run manifest ({type(exc).__name__}); "
+            f"{path}: not a readable run manifest ({reason}); "
             "use another --output or move the file away"
         ) from None
 

@@ -66,8 +66,12 @@ def ensure_run_dir(run_dir: Path) -> None:
 def write_json_atomic(path: Path, model: BaseModel) -> None:
     """Write via a temporary file and rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise MedmimError(f"cannot write {path}: {exc.strerror or type(exc).__name__}; "
+                          "move what is in the way and rerun (finished samples are kept)") from None
 
 
 class RecordStore:
@@ -92,7 +96,10 @@ class RecordStore:
     def iter_records(self, repair: bool = False) -> Iterator[SampleRecord]:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise MedmimError(f"{self.path}: cannot read the sample records ({exc.strerror or type(exc).__name__})") from None
         end = len(data)
         if data and not data.endswith(b"\n"):
             end = data.rfind(b"\n") + 1
