@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from medmim_eval.errors import MedmimError
+from medmim_eval.errors import MedmimError, os_error_reason
 from medmim_eval.records import RESULTS_FILE, RecordStore
 from medmim_eval.schema import ResultCell, Results
 from medmim_eval.stats import chance_normalised
@@ -219,7 +219,7 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
         try:
             results = Results.model_validate(json.loads(results_path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            reason = os_error_reason(exc) if isinstance(exc, OSError) else type(exc).__name__
             raise MedmimError(f"{results_path}: unreadable results ({reason}); "
                               "delete it to recompute from samples.jsonl") from None
     elif store.path.exists():

@@ -21,7 +21,7 @@ from typing import IO, Iterator
 
 from pydantic import BaseModel, ValidationError
 
-from medmim_eval.errors import MedmimError
+from medmim_eval.errors import MedmimError, os_error_reason
 from medmim_eval.schema import SampleRecord
 
 SAMPLES_FILE = "samples.jsonl"
@@ -51,15 +51,14 @@ def ensure_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or type(exc).__name__)
-        raise MedmimError(f"cannot create the run directory {run_dir}: {reason}; pass another --output") from None
+        raise MedmimError(f"cannot create the run directory {run_dir}: {os_error_reason(exc, run_dir)}; "
+                          "pass another --output") from None
     try:
         handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=run_dir)
         os.close(handle)
         os.unlink(probe)
     except OSError as exc:
-        raise MedmimError(f"cannot write files in the run directory {run_dir}: {exc.strerror or type(exc).__name__}; "
+        raise MedmimError(f"cannot write files in the run directory {run_dir}: {os_error_reason(exc)}; "
                           "pass another --output") from None
 
 
@@ -70,7 +69,7 @@ def write_json_atomic(path: Path, model: BaseModel) -> None:
         tmp.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        raise MedmimError(f"cannot write {path}: {exc.strerror or type(exc).__name__}; "
+        raise MedmimError(f"cannot write {path}: {os_error_reason(exc)}; "
                           "move what is in the way and rerun (finished samples are kept)") from None
 
 
@@ -99,7 +98,7 @@ class RecordStore:
         try:
             data = self.path.read_bytes()
         except OSError as exc:
-            raise MedmimError(f"{self.path}: cannot read the sample records ({exc.strerror or type(exc).__name__})") from None
+            raise MedmimError(f"{self.path}: cannot read the sample records ({os_error_reason(exc)})") from None
         end = len(data)
         if data and not data.endswith(b"\n"):
             end = data.rfind(b"\n") + 1

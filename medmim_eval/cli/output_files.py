@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medmim_eval.errors import MedmimError
+from medmim_eval.errors import MedmimError, os_error_reason
 
 
 def write_output_file(path: Path, text: str, option: str) -> None:
@@ -17,6 +17,4 @@ def write_output_file(path: Path, text: str, option: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or type(exc).__name__)
-        raise MedmimError(f"cannot write {path}: {reason}; pass another {option}") from None
+        raise MedmimError(f"cannot write {path}: {os_error_reason(exc, path)}; pass another {option}") from None
