@@ -4,8 +4,10 @@ Options and the retry policy are documented in :mod:`medmim_eval.adapters.openai
 short: text and image parts go in prompt order, images as data URLs (original bytes when they
 need no change, see :mod:`medmim_eval.adapters.image_payload`); requests are spread over
 replicas (least outstanding requests, ties round-robin) with a window per endpoint that halves
-on overload; 429/5xx/timeouts/dropped connections are retried with backoff honouring
-``Retry-After``; the ``openai`` client's own retries are off.
+on overload; 429/5xx/timeouts/dropped connections and answers that are not JSON (cut off by a
+proxy or a restarting server) are retried with backoff honouring ``Retry-After``; the ``openai``
+client's own retries are off. A successful answer records how many requests it took
+(``PromptRecord.attempts``).
 """
 from __future__ import annotations
 
@@ -66,7 +68,12 @@ class RequestRejected(ChatRequestError):
 
 
 class MalformedResponse(ChatRequestError):
-    """A 2xx answer that is no chat completion (not JSON, no choices)."""
+    """A 2xx answer that is no chat completion: not JSON at all (retried), or JSON without
+    ``choices[0].message`` (not retried: the server will say the same again)."""
+
+
+class _NotJSON(ValueError):
+    """A 2xx body that did not decode as JSON (the client handed back its text)."""
 
 
 SHARD_SLOTS = 16  # request slots per HTTP connection pool: httpcore scans its whole pool on every request
@@ -193,8 +200,12 @@ def classify(exc: BaseException) -> _Failure:
             kind = RequestTimeout if status == 408 else ServerError
             return _Failure(kind, detail, True, overload=status == 503, retry_after=retry_after)
         return _Failure(RequestRejected, detail, False)
-    if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
-        return _Failure(MalformedResponse, f"the answer is not valid JSON ({type(exc).__name__})", False)
+    if isinstance(exc, _NotJSON):
+        return _Failure(MalformedResponse, str(exc), True)
+    if isinstance(exc, ValueError):  # a body cut off mid-JSON: what a proxy or a restarting server sends
+        return _Failure(MalformedResponse, f"the answer is not valid JSON ({type(exc).__name__})", True)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return _Failure(MalformedResponse, f"the answer does not validate ({exc.message})", False)
     return _Failure(ChatRequestError, f"{type(exc).__name__}: {exc}", False)
 
 
@@ -387,7 +398,7 @@ class OpenAIChatAdapter:
                 # per request walking the base64 images to transform request params.
                 answer = await asyncio.wait_for(endpoint.next_client().post("/chat/completions", body=body, cast_to=object),
                                                 self.options.timeout)
-                result = self._result(answer, record, endpoint)
+                result = self._result(answer, record.model_copy(update={"attempts": attempt}), endpoint)
             except Exception as exc:
                 failure = classify(exc)
             except BaseException:
@@ -412,9 +423,16 @@ class OpenAIChatAdapter:
                 await asyncio.sleep(delay)
 
     def _result(self, body: Any, record: PromptRecord, endpoint: Endpoint) -> GenerationResult:
-        """The answer in one decoded chat-completion body; raises MalformedResponse when it is none."""
+        """The answer in one decoded chat-completion body.
+
+        Raises:
+            _NotJSON: the client could not decode the body (it returns the text), e.g. an HTML page.
+            MalformedResponse: JSON that is no chat completion.
+        """
+        if isinstance(body, (str, bytes)):
+            raise _NotJSON("the answer is not JSON (an HTML or text page? wrong content type?)")
         if not isinstance(body, dict):
-            raise MalformedResponse("the answer is not a JSON object (wrong content type?)")
+            raise MalformedResponse("the answer is JSON but not an object with choices[0].message")
         try:
             choice = body["choices"][0]
             message = choice["message"]

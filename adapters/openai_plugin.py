@@ -14,9 +14,11 @@ Spec: ``openai:MODEL[,key=value...]``. Options (all optional):
                    for api.openai.com, optional elsewhere (without one a placeholder is sent,
                    as vLLM without ``--api-key`` expects). The key is never written anywhere.
 ``concurrency``    requests in flight per endpoint (default 64 for a local server, 16 otherwise).
-``max_retries``    retries after the first attempt (default 5) on 429, 408/409, 5xx, timeouts and
-                   dropped connections; other 4xx, malformed answers and ``insufficient_quota``
+``max_retries``    retries after the first attempt (default 5) on 429, 408/409, 5xx, timeouts,
+                   dropped connections and 2xx bodies that are not JSON (cut off mid-answer, an
+                   HTML page); other 4xx, JSON without ``choices`` and ``insufficient_quota``
                    fail at once. A failed sample is recorded as an error; a rerun retries it.
+                   An answer records the requests it took in ``sent.attempts``.
 ``timeout``        seconds for one attempt, start to end (default 120).
 ``backoff``        first retry delay in seconds, doubled per retry, 50-100 % jitter (default 1).
 ``max_wait``       longest single wait (default 120); a ``Retry-After`` above it fails the sample.

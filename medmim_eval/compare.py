@@ -140,7 +140,8 @@ def load_run(path: Path, role: str) -> RunRecords:
         MedmimError: the folder is missing, is no run directory, or holds no records.
     """
     if not path.is_dir():
-        raise MedmimError(f"{role} run directory {path} does not exist; pass the -o folder of a `medmim-eval run`")
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise MedmimError(f"{role} run directory {path} {what}; pass the -o folder of a `medmim-eval run`")
     store = RecordStore(path)
     if not store.path.exists():
         raise MedmimError(f"{path}: no samples.jsonl; compare needs the per-sample records of a `medmim-eval run` output folder")
@@ -155,7 +156,7 @@ def load_run(path: Path, role: str) -> RunRecords:
     if metrics is None and results_path.exists():
         try:
             results = Results.model_validate(json.loads(results_path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, ValidationError, UnicodeDecodeError):
+        except (OSError, json.JSONDecodeError, ValidationError, UnicodeDecodeError):
             notes.append(f"{role} {results_path}: unreadable, ignored")
         else:
             metrics = results.metrics or None

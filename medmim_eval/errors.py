@@ -1,4 +1,7 @@
 """Errors a user can cause. Each renders as one plain line; tracebacks are for bugs."""
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class MedmimError(Exception):
@@ -33,3 +36,13 @@ class TooManyImagesError(MedmimError):
         who = f"{model} takes" if model else "the model takes"
         super().__init__(f"{n_images} images, but {who} at most max_images={max_images}; nothing was sent "
                          f"(images are never dropped; raise max_images if the model can take more)")
+
+
+def os_error_reason(exc: OSError, path: Path | None = None) -> str:
+    """Why ``exc`` happened on ``path``, in words: a file standing where a folder of the path must
+    be (the system only says "Not a directory"), else the system's own text."""
+    if path is not None:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, not a folder"
+    return exc.strerror or type(exc).__name__

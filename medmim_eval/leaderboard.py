@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from medmim_eval.errors import MedmimError
+from medmim_eval.errors import MedmimError, os_error_reason
 from medmim_eval.records import RESULTS_FILE, RecordStore
 from medmim_eval.schema import ResultCell, Results
 from medmim_eval.stats import chance_normalised
@@ -218,8 +218,9 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
     if results_path.exists():
         try:
             results = Results.model_validate(json.loads(results_path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
-            raise MedmimError(f"{results_path}: unreadable results ({type(exc).__name__}); "
+        except (OSError, json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+            reason = os_error_reason(exc) if isinstance(exc, OSError) else type(exc).__name__
+            raise MedmimError(f"{results_path}: unreadable results ({reason}); "
                               "delete it to recompute from samples.jsonl") from None
     elif store.path.exists():
         records = list(store.load(repair=False).values())

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from medmim_eval import __version__
-from medmim_eval.errors import MedmimError
+from medmim_eval.errors import MedmimError, os_error_reason
 from medmim_eval.extract import EXTRACTION_RULE_VERSION
 from medmim_eval.plugins import PluginHost
 from medmim_eval.records import MANIFEST_FILE
@@ -71,9 +71,10 @@ def read_manifest(run_dir: Path) -> RunManifest | None:
         return None
     try:
         return RunManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+        reason = os_error_reason(exc) if isinstance(exc, OSError) else type(exc).__name__
         raise MedmimError(
-            f"{path}: not a readable run manifest ({type(exc).__name__}); "
+            f"{path}: not a readable run manifest ({reason}); "
             "use another --output or move the file away"
         ) from None
 

@@ -14,12 +14,14 @@ import json
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
 from pydantic import BaseModel, ValidationError
 
+from medmim_eval.errors import MedmimError, os_error_reason
 from medmim_eval.schema import SampleRecord
 
 SAMPLES_FILE = "samples.jsonl"
@@ -39,11 +41,36 @@ def shard_paths(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def ensure_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents) and prove a file can be written in it.
+
+    Raises:
+        MedmimError: one line naming the folder and why it cannot be used (a parent that is a
+            file, a read-only file system, no permission).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedmimError(f"cannot create the run directory {run_dir}: {os_error_reason(exc, run_dir)}; "
+                          "pass another --output") from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=run_dir)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MedmimError(f"cannot write files in the run directory {run_dir}: {os_error_reason(exc)}; "
+                          "pass another --output") from None
+
+
 def write_json_atomic(path: Path, model: BaseModel) -> None:
     """Write via a temporary file and rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(model.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise MedmimError(f"cannot write {path}: {os_error_reason(exc)}; "
+                          "move what is in the way and rerun (finished samples are kept)") from None
 
 
 class RecordStore:
@@ -68,7 +95,10 @@ class RecordStore:
     def iter_records(self, repair: bool = False) -> Iterator[SampleRecord]:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise MedmimError(f"{self.path}: cannot read the sample records ({os_error_reason(exc)})") from None
         end = len(data)
         if data and not data.endswith(b"\n"):
             end = data.rfind(b"\n") + 1

@@ -11,6 +11,7 @@ from medmim_eval.errors import DataError, MedmimError, UnknownNameError
 from medmim_eval.images import check_images
 from medmim_eval.metrics import OpenMetricsConfig, OpenScorer
 from medmim_eval.plugins import PluginHost
+from medmim_eval.records import ensure_run_dir
 from medmim_eval.registry import AdapterEntry, ModelEntry, unknown_name_message
 from medmim_eval.schema import Sample
 from medmim_eval.tasks_api import LoadedTask, TaskContext, TaskSelection, load_selection
@@ -135,7 +136,8 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
     """Resolve models, load and validate every task, check every image.
 
     Raises:
-        UnknownNameError, DataError, MedmimError: before any model is built or called.
+        UnknownNameError, DataError, MedmimError: before any model is built or called (also for an
+            output folder that cannot be created or written).
     """
     models, unavailable = resolve_models(options.models, host)
     context = TaskContext(data=options.data, cache_dir=options.cache_dir, seed=options.seed)
@@ -174,6 +176,7 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
         )
     if not options.allow_credentialed_upload:
         _guard_credentialed_data(models, prepared)
+    ensure_run_dir(options.output)  # after the input checks (bad input leaves no folder behind), before any metric loads
     scorer = OpenScorer(options.open_metrics)
     if any(s.kind == "open" for task in prepared for s in task.samples) and rank_info().is_main:
         # A metric that cannot load fails here, before any model is called. Only rank 0 of a

@@ -204,6 +204,7 @@ class Runner:
         references = {s.key: s.answer for task in self.prepared.tasks for s in task.samples}
         store = RecordStore(self.run_dir)
         pending = [r for r in store.load(repair=False).values() if r.done and r.scores_pending and r.key in references]
+        pending.sort(key=lambda r: (r.model, r.key))  # batches of the same texts, whatever order they were answered in
         try:
             for record in finish_pending(pending, references, self.scorer):
                 store.append(record)

@@ -85,6 +85,7 @@ class PromptRecord(BaseModel):
     rendered_prompt_sha256: str | None = None
     images_dropped: int = 0
     notes: list[str] = Field(default_factory=list)
+    attempts: int | None = None  # requests it took to get this answer, for adapters that retry
 
 
 class ModelError(BaseModel):

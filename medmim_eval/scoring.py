@@ -41,7 +41,7 @@ def aggregate(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = Bo
     """Per model x task x kind: n, score, unparseable rate, errors, chance, CI.
 
     Errored records count in ``n`` and ``errors`` but never in the score: a failure is not a
-    wrong answer.
+    wrong answer. Every number is a function of the records as a set, whatever their order.
     """
     groups: dict[tuple[str, str, str], list[SampleRecord]] = defaultdict(list)
     for record in records:
@@ -59,6 +59,9 @@ def aggregate_by_source(records: Iterable[SampleRecord], bootstrap: BootstrapSet
 
 def _cell(model: str, task: str, kind: str, source: str | None, items: list[SampleRecord],
           bootstrap: BootstrapSettings) -> ResultCell:
+    # Sample-key order, not file order: a resumed run appends its records in another order, and
+    # float sums and the bootstrap must not notice.
+    items = sorted(items, key=lambda r: r.key)
     # Records still waiting for batched metrics (a run killed while scoring) are not scored yet.
     scored = [r for r in items if r.error is None and not r.scores_pending]
     metrics: dict[str, float] = {}

@@ -1,7 +1,8 @@
 """Uncertainty: percentile bootstrap intervals that resample clusters of items sharing an image set.
 
 The official files reuse image sets across items; treating those items as independent would make
-intervals too narrow. Resampling whole clusters keeps their correlation.
+intervals too narrow. Resampling whole clusters keeps their correlation. An interval depends on the
+items as a set, never on their order (a resumed run writes its records in another order).
 """
 from __future__ import annotations
 
@@ -32,16 +33,20 @@ def cluster_bootstrap_ci(
 
     Each resample draws as many clusters as there are and takes the mean over all their items
     (a ratio estimator, so clusters of different sizes are weighted by their item counts).
-    Returns ``None`` for fewer than two items.
+    The result does not depend on the order of the items: clusters are numbered in the order of
+    their ``repr`` and each cluster's values are summed in sorted order. Returns ``None`` for
+    fewer than two items.
     """
     if len(values) != len(clusters):
         raise ValueError("values and clusters differ in length")
     if len(values) < 2:
         return None
-    index: dict[Hashable, int] = {}
-    ids = np.fromiter((index.setdefault(c, len(index)) for c in clusters), dtype=np.int64, count=len(clusters))
-    sums = np.bincount(ids, weights=np.asarray(values, dtype=float))
-    counts = np.bincount(ids).astype(float)
+    index = {c: i for i, c in enumerate(sorted(set(clusters), key=repr))}
+    ids = np.fromiter((index[c] for c in clusters), dtype=np.int64, count=len(clusters))
+    items = np.asarray(values, dtype=float)
+    order = np.lexsort((items, ids))  # float sums in a fixed order: the same bits whatever the input order
+    sums = np.bincount(ids[order], weights=items[order], minlength=len(index))
+    counts = np.bincount(ids, minlength=len(index)).astype(float)
     rng = np.random.default_rng(settings.seed)
     draws = rng.integers(0, len(sums), size=(settings.n_resamples, len(sums)))
     means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)

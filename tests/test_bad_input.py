@@ -106,3 +106,108 @@ def test_missing_rad_images_with_the_real_file(shared_data: Path, tmp_path: Path
     assert status.returncode == 0
     assert "held-out-rad           366 items; images 0/285 present -> not runnable" in status.stdout
     assert "vqa-rad: VQA-RAD, open (CC0)" in status.stdout
+
+
+def _one_line_error(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_an_output_folder_under_a_file_is_one_error_line(tmp_path: Path) -> None:
+    task = _write_task(tmp_path, [GOOD])
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    out = tmp_path / "notes.txt" / "runs" / "r1"
+    line = _one_line_error(run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q"))
+    assert line == f"error: cannot create the run directory {out}: {tmp_path / 'notes.txt'} is a file, not a folder; " \
+        "pass another --output"
+
+
+def test_an_output_folder_even_root_cannot_write_is_one_error_line(tmp_path: Path) -> None:
+    # sysfs takes no new folders, not even from root (the tests run as root): a tree nobody can write.
+    out = Path("/sys/medmim-eval-test/run")
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        reason = exc.strerror
+    else:
+        out.rmdir()
+        out.parent.rmdir()
+        pytest.skip("this /sys accepts new folders")
+    task = _write_task(tmp_path, [GOOD])
+    line = _one_line_error(run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q"))
+    assert line == f"error: cannot create the run directory {out}: {reason}; pass another --output"
+
+
+def test_an_existing_output_folder_without_write_access_is_one_error_line(tmp_path: Path) -> None:
+    task = _write_task(tmp_path, [GOOD])
+    out = Path("/sys/kernel")  # a folder that exists, where not even root may create a file
+    if not out.is_dir():
+        pytest.skip("no /sys/kernel here")
+    line = _one_line_error(run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q"))
+    assert line.startswith(f"error: cannot write files in the run directory {out}: ") and line.endswith("pass another --output")
+
+
+# --- run directories the views cannot read, files they cannot write ------------------------------
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> Path:
+    task = _write_task(tmp_path, [GOOD, _item(["b.png", "a.png"], "<image><image>Other?\nA: yes\nB: no\n", "B: no")])
+    assert run_cli("run", "-m", "random", "-t", str(task), "-o", str(tmp_path / "done"), "-q").returncode == 0
+    return tmp_path / "done"
+
+
+def _broken_copy(run: Path, target: Path, name: str, content: str | None) -> Path:
+    """``run`` copied to ``target`` with file ``name`` replaced by ``content`` (None: by a folder)."""
+    shutil.copytree(run, target)
+    (target / name).unlink()
+    if content is None:
+        (target / name).mkdir()
+    else:
+        (target / name).write_text(content)
+    return target
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("results.json", '{"run_id": "x", "cells": [', "results.json: unreadable results (JSONDecodeError); delete it"),
+    ("results.json", None, "results.json: unreadable results (Is a directory)"),
+    ("samples.jsonl", None, "samples.jsonl: cannot read the sample records (Is a directory)"),
+    ("manifest.json", None, "manifest.json: not a readable run manifest (Is a directory)"),
+])
+def test_a_run_directory_the_leaderboard_cannot_read_is_one_error_line(finished_run: Path, tmp_path: Path, name: str,
+                                                                       content: str | None, needle: str) -> None:
+    broken = _broken_copy(finished_run, tmp_path / "broken", name, content)
+    if name != "results.json":
+        (broken / "results.json").unlink()  # so the leaderboard must read the broken file
+    assert needle in _one_line_error(run_cli("leaderboard", str(broken)))
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("samples.jsonl", "samples.jsonl: cannot read the sample records (Is a directory)"),
+    ("manifest.json", "manifest.json: not a readable run manifest (Is a directory)"),
+])
+def test_a_run_directory_compare_cannot_read_is_one_error_line(finished_run: Path, tmp_path: Path, name: str,
+                                                               needle: str) -> None:
+    broken = _broken_copy(finished_run, tmp_path / "broken", name, None)
+    assert needle in _one_line_error(run_cli("compare", str(finished_run), str(broken)))
+    assert "run directory" in _one_line_error(run_cli("compare", str(finished_run / "samples.jsonl"), str(finished_run)))
+
+
+def test_view_files_that_cannot_be_written_are_one_error_line(finished_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    table = tmp_path / "notes.txt" / "table.md"
+    for args, option in ((["leaderboard", str(finished_run), "-o", str(table)], "--output"),
+                         (["leaderboard", str(finished_run), "--format", "csv", "-o", str(table)], "--output"),
+                         (["compare", str(finished_run), str(finished_run), "--write-json", str(table)], "--write-json")):
+        line = _one_line_error(run_cli(*args))
+        assert line == f"error: cannot write {table}: {tmp_path / 'notes.txt'} is a file, not a folder; pass another {option}"
+
+
+def test_a_results_file_that_cannot_be_replaced_keeps_every_record(finished_run: Path, tmp_path: Path) -> None:
+    blocked = _broken_copy(finished_run, tmp_path / "blocked", "results.json", None)
+    (blocked / "samples.jsonl").write_text((blocked / "samples.jsonl").read_text().splitlines(keepends=True)[0])
+    task = tmp_path / "task.json"
+    line = _one_line_error(run_cli("run", "-m", "random", "-t", str(task), "-o", str(blocked), "-q"))
+    assert line.startswith(f"error: cannot write {blocked / 'results.json'}: Is a directory; move what is in the way")
+    assert len((blocked / "samples.jsonl").read_text().splitlines()) == 2  # the missing sample was answered and kept

@@ -170,13 +170,12 @@ def test_faults_are_retried_or_recorded_and_a_rerun_redoes_only_the_errors(serve
     out = tmp_path / "run"
     spec = f"openai:test-model,base_url={server.url},max_retries=2,backoff=0.05,timeout=1"
     first = _run(spec, task, out)
-    assert first.returncode == 2 and "4 sample(s) ended in errors" in first.stderr
+    assert first.returncode == 2 and "3 sample(s) ended in errors" in first.stderr
     by_question = {r["key"]: r for r in _records(out)}
     assert len(by_question) == len(FAULTS)  # nothing lost
     errors = sorted((r["error"]["type"], r["error"]["message"].split(" from ")[0]) for r in by_question.values() if r["error"])
     assert errors == [
         ("MalformedResponse", "the answer is not a chat completion with choices[0].message"),
-        ("MalformedResponse", "the answer is not valid JSON (JSONDecodeError)"),
         ("RequestRejected", "HTTP 400: injected 400"),
         ("ServerError", "HTTP 500: injected 500"),
     ]
@@ -184,15 +183,58 @@ def test_faults_are_retried_or_recorded_and_a_rerun_redoes_only_the_errors(serve
     assert all(r["correct"] is None for r in by_question.values() if r["error"])  # an error is never a wrong answer
     faults = [r.get("fault") for r in server.chat_requests()]
     assert faults.count("500") == 2 + 3 and faults.count("hang") == 1 and faults.count("drop") == 1
+    assert faults.count("malformed") == 1 and faults.count("nochoices") == 1  # a cut-off body is retried, JSON without choices not
 
     seen = len(server.chat_requests())
     second = _run(spec, task, out)
     assert second.returncode == 0, second.stderr
     rerun = server.chat_requests()[seen:]
-    errored_texts = {FAULTS[k] for k in ("malformed", "nochoices", "400", "500x4")}
+    errored_texts = {FAULTS[k] for k in ("nochoices", "400", "500x4")}
     assert {r["texts"][0].split("\n")[0] for r in rerun} == errored_texts  # only the errored samples were redone
     latest = RecordStore(out).load()
     assert len(latest) == len(FAULTS) and all(r.done and r.correct for r in latest.values())
+
+
+# Every request fails once, in each way a proxy, a busy or a restarting server fails it.
+ONCE_EACH = {
+    "429": "Busy? [[fault=429*1 retry_after=1]]",
+    "500": "Flaky? [[fault=500*1]]",
+    "cut": "Cut off? [[fault=malformed*1]]",  # a 200 whose body stops mid-JSON
+    "html": "Proxy page? [[fault=html*1]]",  # a 200 whose body is an HTML page
+    "drop": "Dropped? [[fault=drop*1]]",
+    "slow": "Slow? [[fault=hang*1]]",  # no answer within timeout=1
+}
+
+
+def test_one_run_answers_every_sample_when_each_request_fails_once(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    questions = [f"{text} (item {i})" for i in range(2) for text in ONCE_EACH.values()]
+    task = _task(tmp_path, questions)
+    out = tmp_path / "run"
+    result = _run(f"openai:test-model,base_url={server.url},max_retries=2,backoff=0.05,timeout=1", task, out)
+    assert result.returncode == 0, result.stderr
+    records = [SampleRecord.model_validate(r) for r in _records(out)]
+    assert len(records) == len(questions) and all(r.done and r.correct for r in records)
+    assert [r.sent.attempts for r in records if r.sent] == [2] * len(questions)  # the retry is counted
+    requests = server.chat_requests()
+    assert len(requests) == 2 * len(questions)
+    by_prompt: dict[str, list[str | None]] = {}
+    for request in sorted(requests, key=lambda r: r["start"]):
+        by_prompt.setdefault(request["key"], []).append(request.get("fault"))
+    assert sorted(faults[0] for faults in by_prompt.values()) == sorted(["429", "500", "malformed", "html", "drop", "hang"] * 2)
+    assert all(faults[1] is None for faults in by_prompt.values())
+
+
+def test_json_without_the_chat_completion_fields_is_one_clear_error_not_retried(server: FakeOpenAIServer,
+                                                                                tmp_path: Path) -> None:
+    task = _task(tmp_path, ["Fine?", "Empty? [[fault=nochoices*1]]"])
+    out = tmp_path / "run"
+    result = _run(f"openai:test-model,base_url={server.url},max_retries=3,backoff=0.05", task, out)
+    assert result.returncode == 2 and "1 sample(s) ended in errors" in result.stderr
+    errors = [r["error"] for r in _records(out) if r["error"]]
+    assert errors == [{"type": "MalformedResponse", "attempts": 1, "message":
+                       f"the answer is not a chat completion with choices[0].message from {server.url} after 1 attempt(s)"}]
+    assert [r.get("fault") for r in server.chat_requests()].count("nochoices") == 1  # asked once: it would say the same again
+    assert len(server.chat_requests()) == 2
 
 
 def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -163,3 +163,39 @@ def test_an_adapter_is_closed_even_when_its_model_is_refused(tmp_path: Path) -> 
     with pytest.raises(MedmimError, match="different fingerprint"):
         run("2")
     assert closed == ["1", "2"]
+
+
+def test_a_killed_and_resumed_run_writes_the_results_of_an_uninterrupted_one(plugin_site: Path, tmp_path: Path) -> None:
+    """Only the order of the records differs (concurrent batches finish out of order): no number may."""
+    common = ["--tasks", "synth-temporal,synth-reasoning", "--no-cache", "--quiet"]
+    straight = run_cli("run", "--models", "echo-test,batch=1,concurrency=1", "--output", str(tmp_path / "straight"),
+                       *common, pythonpath=[plugin_site])
+    assert straight.returncode == 0, straight.stderr
+    out, gate = tmp_path / "resumed", tmp_path / "never-created"
+    spec = "echo-test,batch=1,concurrency=4,jitter=0.01"
+    env = dict(os.environ, PYTHONPATH=str(plugin_site))
+    process = subprocess.Popen([CLI, "run", "--models", f"{spec},gate={gate},after=100", "--output", str(out), *common],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = out / "samples.jsonl"
+    try:
+        deadline = time.time() + 120  # the first 100 prompts are answered, then every batch holds at the gate
+        while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 100):
+            assert process.poll() is None, "the run ended before it was killed"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert 100 <= len(_records(out)) < 320, "the kill must land mid-run"
+    resumed = run_cli("run", "--models", spec, "--output", str(out), *common, pythonpath=[plugin_site])
+    assert resumed.returncode == 0, resumed.stderr
+
+    def first_seen(run: Path) -> list[str]:
+        return list(dict.fromkeys(r["key"] for r in _records(run)))
+
+    assert first_seen(out) != first_seen(tmp_path / "straight")  # the premise: the records were written in another order
+    assert sorted(first_seen(out)) == sorted(first_seen(tmp_path / "straight"))
+    results = [json.loads((run / "results.json").read_text()) for run in (tmp_path / "straight", out)]
+    for result in results:
+        result.pop("run_id")  # named after the folder and its start time
+    assert results[0] == results[1]
+    assert all(c["ci_low"] is not None for c in results[0]["cells"])

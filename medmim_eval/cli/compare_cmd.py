@@ -199,6 +199,7 @@ def compare(ctx: click.Context, baseline_dir: Path, candidate_dir: Path, models:
       1  a significant regression (closed: McNemar p < alpha; open: CI below 0)
       2  not comparable (metric definitions, sample sets, errored records) or bad input
     """
+    from medmim_eval.cli.output_files import write_output_file
     from medmim_eval.compare import compare_runs
     from medmim_eval.compare_stats import CompareSettings
     from medmim_eval.errors import MedmimError
@@ -211,9 +212,9 @@ def compare(ctx: click.Context, baseline_dir: Path, candidate_dir: Path, models:
         prefix = "warning: forced past: " if comparison.forced else ""
         click.echo(prefix + problem.line, err=True)
     if write_json:
-        write_json.write_text(to_json(comparison), encoding="utf-8")
+        write_output_file(write_json, to_json(comparison), "--write-json")
     if write_markdown:
-        write_markdown.write_text(to_markdown(comparison, max_flips), encoding="utf-8")
+        write_output_file(write_markdown, to_markdown(comparison, max_flips), "--write-markdown")
     if as_json:
         click.echo(to_json(comparison), nl=False)
     elif as_markdown:

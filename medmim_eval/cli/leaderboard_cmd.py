@@ -55,8 +55,9 @@ def leaderboard(ctx: click.Context, run_dirs: tuple[Path, ...], fmt: str, output
 
     text = render(fmt, view, **options)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
+        from medmim_eval.cli.output_files import write_output_file
+
+        write_output_file(output, text, "--output")
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -66,9 +67,14 @@ def _print_rich(view: "LeaderboardView", output: Path | None) -> None:
     from medmim_eval.leaderboard import print_rich
 
     if output:
+        import io
+
         from rich.console import Console
 
-        with output.open("w", encoding="utf-8") as handle:
-            print_rich(view.tables, Console(file=handle, width=200), ci=view.ci, footer=view.footer)
+        from medmim_eval.cli.output_files import write_output_file
+
+        text = io.StringIO()
+        print_rich(view.tables, Console(file=text, width=200), ci=view.ci, footer=view.footer)
+        write_output_file(output, text.getvalue(), "--output")
     else:
         print_rich(view.tables, ci=view.ci, footer=view.footer)

@@ -28,7 +28,9 @@ class EchoAdapter:
     """Answers by looking at the first image: bright -> option A, dark -> option B.
 
     Options (``echo-test,key=value``): ``log=PATH`` appends one JSON line per prompt it answers;
-    ``delay=SECONDS`` sleeps per batch; ``fail=SUBSTRING`` raises for samples whose key contains it;
+    ``delay=SECONDS`` sleeps per batch; ``jitter=SECONDS`` sleeps a further 0 to SECONDS per batch,
+    fixed by the batch's first sample key, so concurrent batches finish out of order as they do on a
+    real server; ``fail=SUBSTRING`` raises for samples whose key contains it;
     ``gate=PATH,after=N`` holds every batch after the first N prompts of this process until PATH
     exists (a run that stops mid-way, to be killed); ``max_images=N`` is the capability the runner
     enforces; ``refuse_over=N`` makes the adapter itself refuse samples with more than N images
@@ -40,6 +42,7 @@ class EchoAdapter:
         self.model_id = "echo-test"
         self.log = options.get("log")
         self.delay = float(options.get("delay", 0))
+        self.jitter = float(options.get("jitter", 0))
         self.fail = options.get("fail")
         self.gate = options.get("gate")
         self.after = int(options.get("after", 0))
@@ -60,6 +63,8 @@ class EchoAdapter:
 
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.jitter and requests:
+            await asyncio.sleep(self.jitter * random.Random(requests[0].sample.key).random())
         while self.gate and self.answered >= self.after and not os.path.exists(self.gate):
             await asyncio.sleep(0.02)
         self.answered += len(requests)
