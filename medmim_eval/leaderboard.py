@@ -196,7 +196,8 @@ class RunData:
     ``cells``/``by_source`` come from ``results.json`` or, where it is absent (or lacks the
     per-source cells), are recomputed from ``samples.jsonl`` with the run's seed. ``metrics`` and
     ``bootstrap`` are the recorded definitions (empty when the run recorded none). ``names`` maps
-    each model id of the run to the name the views show (see :func:`load_runs`).
+    each model id of the run to the name the views show (see :func:`load_runs`). ``stand_ins``
+    maps a task evaluated from a given JSON file under a registered task's name to that file.
     """
 
     run_dir: Path
@@ -206,6 +207,7 @@ class RunData:
     metrics: dict[str, Any] = field(default_factory=dict)
     bootstrap: dict[str, Any] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    stand_ins: dict[str, str] = field(default_factory=dict)
 
 
 def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
@@ -242,7 +244,8 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
     models = {c.model for c in results.cells} | {c.model for c in results.by_source}
     return RunData(run_dir=run_dir, run_id=results.run_id, cells=results.cells, by_source=results.by_source,
                    metrics=results.metrics or (manifest.metrics if manifest else {}),
-                   bootstrap=results.bootstrap, names={m: m for m in sorted(models)})
+                   bootstrap=results.bootstrap, names={m: m for m in sorted(models)},
+                   stand_ins={t.name: t.files[0] for t in (manifest.tasks if manifest else []) if t.from_file and t.files})
 
 
 def load_runs(run_dirs: list[Path], *, by_source: bool = False) -> list[RunData]:
@@ -318,7 +321,7 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
     view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source,
                            with_paper=with_paper, vs_paper=vs_paper)
     view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
-    view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs)
+    view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs) + stand_in_lines(runs)
     if with_paper or vs_paper:
         from medmim_eval.paper_table import load_paper_table
         from medmim_eval.paper_view import add_paper_rows, match_models, paper_footer
@@ -329,6 +332,13 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
                                      vs_paper=vs_paper)
         view.footer += paper_footer(view.paper, view.paper_matches, vs_paper=vs_paper)
     return view
+
+
+def stand_in_lines(runs: list[RunData]) -> list[str]:
+    """One footer line per task a run evaluated from a given file under a benchmark task's name."""
+    return [f"{task} in {run.run_dir.name}: evaluated from {file}, a file standing for that task "
+            "(built data or run --as), not the official benchmark file."
+            for run in runs for task, file in sorted(run.stand_ins.items())]
 
 
 def to_markdown(tables: list[Table], *, ci: bool = False, footer: list[str] | None = None) -> str:
