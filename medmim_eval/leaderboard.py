@@ -152,6 +152,12 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
     return tables
 
 
+def empty_medmim_table() -> Table:
+    """The Med-MIM table (Table 1 layout) with no rows, for views that add reference rows only."""
+    columns = [Column(group, label, task, kind) for group, label, task in MEDMIM_LAYOUT for kind in KINDS]
+    return _fill(MEDMIM_TITLE, columns, [], {}, SCORE)
+
+
 def _fill(title: str, columns: list[Column], models: list[str],
           by_key: dict[tuple[str, str, str, str | None], ResultCell], value: str) -> Table:
     table = Table(title=title, columns=columns, value=value)

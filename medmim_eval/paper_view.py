@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from medmim_eval.leaderboard import KINDS, MEDMIM_LAYOUT, MEDMIM_TITLE, SCORE, Column, Table, _fill
+from medmim_eval.leaderboard import MEDMIM_TITLE, Column, Table, empty_medmim_table
 from medmim_eval.paper_table import IMPROVEMENT, PaperRow, PaperTable
 
 if TYPE_CHECKING:
@@ -67,8 +67,7 @@ def add_paper_rows(tables: list[Table], paper: PaperTable, matches: PaperMatches
     """
     table = next((t for t in tables if t.title.startswith(MEDMIM_TITLE)), None)
     if table is None:
-        columns = [Column(group, label, task, kind) for group, label, task in MEDMIM_LAYOUT for kind in KINDS]
-        table = _fill(MEDMIM_TITLE, columns, [], {}, SCORE)
+        table = empty_medmim_table()
         tables = [table, *tables]
     rows: dict[str, list[float | None]] = {}
     shown_rows: set[str] = set()
