@@ -1,46 +1,72 @@
-"""``mim-odir``: MIM-ODIR-style questions on the left/right fundus pair of one ODIR-5K patient.
+"""``mim-odir``: MIM-ODIR questions on the left/right fundus pair of one ODIR-5K patient.
 
 Every item shows one patient's two fundus photographs, image 1 = left eye, image 2 = right eye
 (as in the official MIM-ODIR). Eyes are described by their diagnostic keywords (see
-:mod:`odir_table`): special keywords are dropped, and an eye with nothing else is never asked
-about.
+:mod:`odir_table`): notes on image quality are dropped, and an eye with nothing else is never
+asked about.
 
-- Closed items (``--option options=N``, default 4 options as in most official items) ask for the
-  diagnosis of the first eye, of the second eye ("What is the diagnosis for the first fundus
-  image?"), or of both ("First image: ...; second image: ..."), whichever the patient's valid eyes
-  allow, chosen at random. Wrong options are other eyes' keyword sets from the same table, drawn
-  by frequency among those with as many keywords as the true one (so a long option is not a
-  give-away), falling back to all of them when too few.
-- Open items ask whether the two eyes have the same diagnosis ("Are the diagnoses for the first and
-  second images the same?" or "... different?"); the reference answer says yes/no and names both
-  diagnoses. Only patients with two valid eyes; "same" means the same set of keywords.
+The mix and phrasing follow the official ``Med_MIM_benchmark_Held_out_ODIR.json`` (per 300 items):
 
-Each patient is used at most once in the whole output: patients, shuffled, go in turn to the open
-or the closed items, keeping the two counts level; with fewer patients than asked, fewer items are
-built and the card says so.
-Deterministic for a seed.
+- closed (``--option options=N``, default 4 as in 292 of the 300 official items): 200 on both eyes,
+  "What are the diagnoses for the first and second fundus images?" with options
+  "First: X, Second: Y"; 81 on the first eye and 19 on the second, "What is the diagnosis for the
+  first fundus image?". Wrong single-eye options are other eyes' keyword sets from the same table,
+  drawn by frequency among those with as many keywords as the true one (so a long option is not a
+  give-away); wrong pairs draw both sides from the population, like the true pair.
+- open: 100 on one eye, "What is the diagnostic result for the first image?" (50 first, 50 second),
+  answered "The diagnostic result for the first image is X."; 200 comparing the eyes, in the five
+  most common official phrasings, weighted by their counts ("Are the diagnoses for the first and
+  second images different?" ...), answered "Yes, the first image is diagnosed with X, while the
+  second image is diagnosed with Y." or "..., both the first and second images are diagnosed with X."
+
+Each patient is used at most once in the whole output: patients, shuffled, fill the slots of that
+mix (each slot needs the eyes it asks about), the emptiest slot first; with fewer patients than
+asked, fewer items are built and the card says so. The card declares the file to stand for
+``held-out-odir``, so a run of it fills the MIM-ODIR column. Deterministic for a seed.
 """
 from __future__ import annotations
 
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from medmim_eval.builders_api import BuildOptions, DatasetWriter
 from medmim_eval.dataset_builders.composing import check_option_keys, items_per_kind, place_answer, weighted_sample
-from medmim_eval.dataset_builders.odir_table import OdirPatient, find_table, read_odir
+from medmim_eval.dataset_builders.odir_table import OdirEye, OdirPatient, find_table, missing_images_message, read_odir
 from medmim_eval.errors import DataError
 
-VERSION = "1"
+VERSION = "2"
 FILE_STEM = "mim_odir"
 ABILITY = "held-out"
+STANDS_FOR = "held-out-odir"
 OPTIONS_HELP = {
     "annotations": "the annotation table inside --source (default: the official .xlsx name, data.xlsx, "
                    "or the only .xlsx/.csv)",
     "options": "options per closed question, 3-6 (default 4)",
 }
-_SAME_QUESTIONS = ("Are the diagnoses for the first and second images the same?",
-                   "Are the diagnoses for the first and second images different?")
+# Items per variant among the official file's 300 closed and 300 open items.
+CLOSED_MIX = (("both", 200), ("first", 81), ("second", 19))
+OPEN_MIX = (("both", 200), ("first", 50), ("second", 50))
+# The five most common official phrasings of the open two-eye question, with their counts, and
+# whether a "yes" means the eyes agree (None: not a yes/no question).
+_COMPARE_QUESTIONS: tuple[tuple[str, int, bool | None], ...] = (
+    ("Are the diagnoses for the first and second images different?", 57, False),
+    ("Do the first and second images share the same diagnosis?", 53, True),
+    ("Are the diagnoses for the first and second images the same?", 22, True),
+    ("Are the diagnoses for the first and second images the same or different?", 10, None),
+    ("How do the diagnoses for the first and second images compare?", 10, None),
+)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    kind: str  # "closed" or "open"
+    variant: str  # "both", "first" or "second"
+
+    def accepts(self, patient: OdirPatient) -> bool:
+        left, right = bool(patient.left.diagnoses), bool(patient.right.diagnoses)
+        return {"both": left and right, "first": left, "second": right}[self.variant]
 
 
 def build_mim_odir(options: BuildOptions, writer: DatasetWriter) -> None:
@@ -50,6 +76,11 @@ def build_mim_odir(options: BuildOptions, writer: DatasetWriter) -> None:
     table = find_table(options.source, options.extra.get("annotations"))
     patients = read_odir(options.source, table)
     writer.record_input(table)
+    absent = missing_images_message(table, options.source, patients)
+    if absent and not options.skip_missing:
+        raise DataError(absent)
+    left_out = [p for p in patients if p.missing]
+    patients = [p for p in patients if not p.missing]
     eyes = [eye for p in patients for eye in (p.left, p.right) if eye.diagnoses]
     if len({eye.key for eye in eyes}) < n_options:
         raise DataError(f"{table}: only {len({eye.key for eye in eyes})} distinct diagnoses among the eyes; "
@@ -58,33 +89,55 @@ def build_mim_odir(options: BuildOptions, writer: DatasetWriter) -> None:
     rng = random.Random(f"mim-odir/v{VERSION}/seed{options.seed}")
     order = list(patients)
     rng.shuffle(order)
-    open_patients, closed_patients = _allocate(order, n_items)
-    pool = Counter(eye.key for eye in eyes)
+    quotas = {**{_Slot("closed", v): n for v, n in _quotas(n_items, CLOSED_MIX).items()},
+              **{_Slot("open", v): n for v, n in _quotas(n_items, OPEN_MIX).items()}}
+    assigned = _allocate(order, quotas)
     text_of = {eye.key: eye.text for eye in reversed(eyes)}  # the first spelling in table order wins
-    distractors = _DistractorPool(pool, text_of)
-    for patient in closed_patients:
-        _add_closed(writer, patient, distractors, n_options, rng, options)
-    same = sum(_add_open(writer, patient, rng, options) for patient in open_patients)
-    writer.notes.append(f"{len(patients)} patients in {table.name}; {len(closed_patients)} closed and "
-                        f"{len(open_patients)} open items, one patient each; open: {same} same, "
-                        f"{len(open_patients) - same} different diagnoses")
-    if len(closed_patients) < n_items or len(open_patients) < n_items:
-        writer.notes.append(f"fewer than the {n_items} items per kind asked: not enough patients with valid eyes")
+    distractors = _DistractorPool(Counter(eye.key for eye in eyes), text_of)
+    for patient, slot in assigned:
+        if slot.kind == "closed":
+            _add_closed(writer, patient, slot.variant, distractors, n_options, rng, options)
+    same = sum(_add_open(writer, patient, slot.variant, rng, options) for patient, slot in assigned if slot.kind == "open")
+    writer.stands_for(FILE_STEM, STANDS_FOR)
+    made = Counter(slot for _, slot in assigned)
+    mix = "; ".join(f"{kind}: " + ", ".join(f"{made[_Slot(kind, v)]} {v}" for v, _ in mix)
+                    for kind, mix in (("closed", CLOSED_MIX), ("open", OPEN_MIX)))
+    writer.notes.append(f"{len(patients)} patients in {table.name}; one patient per item; {mix} "
+                        f"(eyes asked about); open two-eye items: {same} same, {made[_Slot('open', 'both')] - same} "
+                        "different diagnoses")
+    if left_out:
+        files = sum(len(p.missing) for p in left_out)
+        writer.notes.append(f"{len(left_out)} patient(s) left out (--skip-missing): {files} listed image(s) absent, "
+                            f"first in row {min(p.row for p in left_out)} of {table.name}")
+    if any(made[slot] < n for slot, n in quotas.items()):
+        writer.notes.append(f"fewer than the {n_items} items per kind asked, or another mix: not enough patients "
+                            "with valid eyes")
 
 
-def _allocate(order: Sequence[OdirPatient], n_items: int) -> tuple[list[OdirPatient], list[OdirPatient]]:
-    """Give each patient (in the shuffled order) to the open or the closed items, at most once,
-    keeping the two counts level; open items need two valid eyes, closed ones need one."""
-    open_patients: list[OdirPatient] = []
-    closed_patients: list[OdirPatient] = []
+def _quotas(n_items: int, mix: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """``n_items`` split in the proportions of ``mix`` (largest remainder, ties in ``mix`` order)."""
+    total = sum(n for _, n in mix)
+    exact = [(variant, n_items * n / total) for variant, n in mix]
+    quotas = {variant: int(share) for variant, share in exact}
+    left = n_items - sum(quotas.values())
+    for variant, _ in sorted(exact, key=lambda vs: -(vs[1] - int(vs[1])))[:left]:
+        quotas[variant] += 1
+    return quotas
+
+
+def _allocate(order: Sequence[OdirPatient], quotas: dict[_Slot, int]) -> list[tuple[OdirPatient, _Slot]]:
+    """Give each patient (in the shuffled order) at most one slot it can fill: the one least filled
+    relative to its quota, so every part of the mix grows at the same pace."""
+    filled = Counter[_Slot]()
+    assigned = []
     for patient in order:
-        both = bool(patient.left.diagnoses and patient.right.diagnoses)
-        closed_wants = len(closed_patients) < n_items and bool(patient.left.diagnoses or patient.right.diagnoses)
-        if both and len(open_patients) < n_items and (len(open_patients) <= len(closed_patients) or not closed_wants):
-            open_patients.append(patient)
-        elif closed_wants:
-            closed_patients.append(patient)
-    return open_patients, closed_patients
+        open_slots = [slot for slot, n in quotas.items() if filled[slot] < n and slot.accepts(patient)]
+        if not open_slots:
+            continue
+        slot = min(open_slots, key=lambda s: filled[s] / quotas[s])
+        filled[slot] += 1
+        assigned.append((patient, slot))
+    return assigned
 
 
 def _n_options(text: str) -> int:
@@ -114,19 +167,21 @@ class _DistractorPool:
         return weighted_sample(rng, self.all, 1)[0]
 
 
-def _add_closed(writer: DatasetWriter, patient: OdirPatient, pool: _DistractorPool, n_options: int,
+def _eye(patient: OdirPatient, variant: str) -> OdirEye:
+    return patient.left if variant == "first" else patient.right
+
+
+def _add_closed(writer: DatasetWriter, patient: OdirPatient, variant: str, pool: _DistractorPool, n_options: int,
                 rng: random.Random, options: BuildOptions) -> None:
-    eyes = [(name, eye) for name, eye in (("first", patient.left), ("second", patient.right)) if eye.diagnoses]
-    variants = [*eyes, ("both", None)] if len(eyes) == 2 else eyes
-    name, eye = variants[rng.randrange(len(variants))]
-    if eye is not None:
-        question = f"What is the diagnosis for the {name} fundus image?"
+    if variant != "both":
+        eye = _eye(patient, variant)
+        question = f"What is the diagnosis for the {variant} fundus image?"
         correct = eye.text
         wrong = [pool.text_of[key] for key in pool.draw(rng, eye.key, n_options - 1)]
     else:
         question = "What are the diagnoses for the first and second fundus images?"
         truth = (patient.left.key, patient.right.key)
-        correct = f"First image: {patient.left.text}; second image: {patient.right.text}"
+        correct = _pair_text(pool, truth)
         wrong_pairs: list[tuple[frozenset[str], frozenset[str]]] = []
         # Both sides of a wrong pair come from the population, like the true pair, so an option
         # sharing a side with many others is no more likely to be right.
@@ -148,19 +203,31 @@ def _add_closed(writer: DatasetWriter, patient: OdirPatient, pool: _DistractorPo
 
 
 def _pair_text(pool: _DistractorPool, pair: Sequence[frozenset[str]]) -> str:
-    return f"First image: {pool.text_of[pair[0]]}; second image: {pool.text_of[pair[1]]}"
+    return f"First: {pool.text_of[pair[0]]}, Second: {pool.text_of[pair[1]]}"
 
 
-def _add_open(writer: DatasetWriter, patient: OdirPatient, rng: random.Random, options: BuildOptions) -> bool:
-    """Add the same/different item; returns whether the two eyes share their diagnosis."""
-    same = patient.left.key == patient.right.key
-    ask_same = rng.random() < 0.5
-    question = _SAME_QUESTIONS[0 if ask_same else 1]
-    if same:
-        answer = f"{'Yes' if ask_same else 'No'}, both the first and second images show {patient.left.text}."
+def _add_open(writer: DatasetWriter, patient: OdirPatient, variant: str, rng: random.Random,
+              options: BuildOptions) -> bool:
+    """Add one open item; returns whether it compares two eyes that share their diagnosis."""
+    if variant != "both":
+        question = f"What is the diagnostic result for the {variant} image?"
+        answer = f"The diagnostic result for the {variant} image is {_eye(patient, variant).text}."
+        same = False
     else:
-        answer = (f"{'No' if ask_same else 'Yes'}, the first image shows {patient.left.text}, "
-                  f"while the second image shows {patient.right.text}.")
+        same = patient.left.key == patient.right.key
+        phrasings = [(i, n) for i, (_, n, _) in enumerate(_COMPARE_QUESTIONS)]
+        question, _, yes_means_same = _COMPARE_QUESTIONS[weighted_sample(rng, phrasings, 1)[0]]
+        if same:
+            statement = f"both the first and second images are diagnosed with {patient.left.text}."
+        else:
+            statement = (f"the first image is diagnosed with {patient.left.text}, while the second image is "
+                         f"diagnosed with {patient.right.text}.")
+        if yes_means_same is not None:
+            answer = f"{'Yes' if yes_means_same == same else 'No'}, {statement}"
+        elif question.endswith("same or different?"):
+            answer = f"They are {'the same' if same else 'different'}; {statement}"
+        else:
+            answer = statement[0].upper() + statement[1:]
     writer.add_item(FILE_STEM, ABILITY, item_id=f"VQA_ODIR-{patient.patient_id}-open",
                     images=_images(writer, patient, options), question=question, answer=answer,
                     source_tag=f"VQA_ODIR_conv_builder_v{VERSION}")
@@ -169,4 +236,3 @@ def _add_open(writer: DatasetWriter, patient: OdirPatient, rng: random.Random, o
 
 def _images(writer: DatasetWriter, patient: OdirPatient, options: BuildOptions) -> list[str]:
     return [writer.add_image_file(options.source / eye.image, eye.image) for eye in (patient.left, patient.right)]
-

@@ -3,16 +3,19 @@
 Contract: :func:`read_odir` returns one :class:`OdirPatient` per row, sorted by patient ID, or
 raises ``DataError`` naming the table file and its row number (as a spreadsheet shows it: the
 header is row 1) — a missing column, an empty or duplicate ID, an empty keyword cell, or a fundus
-image listed but absent from ``Training Images/``. Per-eye truth is only in the keyword strings
-(the N/D/G/... labels are per patient), so those are what is read: keywords are split on the
-full-width comma ``，`` and stripped, and the four special keywords that describe the photograph,
-not the eye ("anterior segment image", "no fundus image", "lens dust", "low image quality"),
-are removed. An eye left with no diagnosis keyword has ``diagnoses == ()`` and is not asked about.
-Age and sex are never read.
+file name that is not a plain file name. A listed image absent from ``Training Images/`` is not an
+error here: the patient's ``missing`` says which, and the builder decides (see
+:func:`missing_images_message`). Per-eye truth is only in the keyword strings (the N/D/G/...
+labels are per patient), so those are what is read: keywords are split on the full-width comma
+``，`` and on the ASCII comma (the release mixes them, e.g. "low image quality,maculopathy") and
+stripped, and the notes on the photograph rather than the eye (:data:`QUALITY_NOTES`) are removed.
+An eye left with no diagnosis keyword has ``diagnoses == ()`` and is not asked about. Age and sex
+are never read.
 """
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +28,12 @@ IMAGE_FOLDER = "Training Images"
 REQUIRED_COLUMNS = ("ID", "Left-Fundus", "Right-Fundus", "Left-Diagnostic Keywords", "Right-Diagnostic Keywords")
 ODIR_HEADER = ("ID, Patient Age, Patient Sex, Left-Fundus, Right-Fundus, Left-Diagnostic Keywords, "
                "Right-Diagnostic Keywords, N, D, G, C, A, H, M, O")
-KEYWORD_SEPARATOR = "，"  # U+FF0C FULLWIDTH COMMA, as in the release
-SPECIAL_KEYWORDS = frozenset({"anterior segment image", "no fundus image", "lens dust", "low image quality"})
+# U+FF0C FULLWIDTH COMMA, as in most of the release, and the ASCII comma of a few cells.
+KEYWORD_SEPARATORS = re.compile("[，,]")
+# Keywords that describe the photograph, not the eye: never a diagnosis or an option.
+QUALITY_NOTES = frozenset({"anterior segment image", "no fundus image", "lens dust", "low image quality",
+                           "image offset", "optic disk photographically invisible"})
+MISSING_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,19 @@ class OdirPatient:
     row: int
     left: OdirEye
     right: OdirEye
+    missing: tuple[str, ...] = ()  # listed images ("Training Images/<file>") absent under the source
+
+
+def missing_images_message(table: Path, source: Path, patients: list[OdirPatient]) -> str | None:
+    """One line saying how many listed images are absent (with the first few rows), or None if none."""
+    lacking = [p for p in patients if p.missing]
+    if not lacking:
+        return None
+    files = sum(len(p.missing) for p in lacking)
+    shown = "; ".join(f"row {p.row}: {', '.join(p.missing)}" for p in sorted(lacking, key=lambda p: p.row)[:MISSING_SHOWN])
+    more = f"; and {len(lacking) - MISSING_SHOWN} more patient(s)" if len(lacking) > MISSING_SHOWN else ""
+    return (f"{table}: {files} listed image(s) of {len(lacking)} of {len(patients)} patient(s) not found under "
+            f"{source} ({shown}{more}); add them, or pass --skip-missing to leave those patients out")
 
 
 def find_table(source: Path, name: str | None) -> Path:
@@ -101,16 +121,17 @@ def read_odir(source: Path, table: Path) -> list[OdirPatient]:
         if patient_id in patients:
             raise fail(f"patient ID {patient_id} already in row {patients[patient_id].row}")
         eyes = []
+        missing = []
         for side in ("Left", "Right"):
             image, keywords = cell(f"{side}-Fundus"), cell(f"{side}-Diagnostic Keywords")
             if not image or Path(image).name != image:
                 raise fail(f"'{side}-Fundus' must name an image file in '{IMAGE_FOLDER}/', found {image!r}")
             if not (source / IMAGE_FOLDER / image).is_file():
-                raise fail(f"image '{IMAGE_FOLDER}/{image}' is listed but not found under {source}")
+                missing.append(f"{IMAGE_FOLDER}/{image}")
             if not keywords:
                 raise fail(f"empty '{side}-Diagnostic Keywords'")
             eyes.append(OdirEye(f"{IMAGE_FOLDER}/{image}", diagnoses_of(keywords)))
-        patients[patient_id] = OdirPatient(patient_id, row_number, eyes[0], eyes[1])
+        patients[patient_id] = OdirPatient(patient_id, row_number, eyes[0], eyes[1], tuple(missing))
     return sorted(patients.values(), key=_id_order)
 
 
@@ -121,11 +142,11 @@ def _id_order(patient: OdirPatient) -> tuple[int, str]:
 
 
 def diagnoses_of(keywords: str) -> tuple[str, ...]:
-    """Diagnosis keywords of one eye: split on ``，``, stripped, de-duplicated, special ones removed."""
+    """Diagnosis keywords of one eye: split on ``，`` and ``,``, stripped, de-duplicated, quality notes removed."""
     found: list[str] = []
-    for keyword in keywords.split(KEYWORD_SEPARATOR):
+    for keyword in KEYWORD_SEPARATORS.split(keywords):
         keyword = " ".join(keyword.split())
-        if keyword and keyword.lower() not in SPECIAL_KEYWORDS and keyword.lower() not in {f.lower() for f in found}:
+        if keyword and keyword.lower() not in QUALITY_NOTES and keyword.lower() not in {f.lower() for f in found}:
             found.append(keyword)
     return tuple(found)
 

@@ -1,4 +1,4 @@
-"""Registers the built-in dataset builders (issue 6 adds the raw-dataset builders)."""
+"""Registers the built-in dataset builders: the held-out builders and the instruction builders."""
 from __future__ import annotations
 
 from typing import Callable
@@ -19,9 +19,10 @@ def register_dataset_builders(register: Callable[[object], None]) -> None:
                     "--option split=test|train|all (default test)"))
     register(_HeldOutEntry(
         "mim-odir", "MIM-ODIR-style left/right fundus pairs (300 closed + 300 open) from ODIR-5K",
-        builder="medmim_eval.dataset_builders.mim_odir:build_mim_odir", version="1",
+        builder="medmim_eval.dataset_builders.mim_odir:build_mim_odir", version="2",
         source_help="the ODIR-5K folder: the annotation spreadsheet (.xlsx, or a .csv with the same "
-                    "columns) + 'Training Images/'; --option annotations=FILE, options=N (3-6, default 4)"))
+                    "columns) + 'Training Images/'; --option annotations=FILE, options=N (3-6, default 4); "
+                    "--skip-missing leaves out patients whose images are absent"))
     # -- end of held-out builders --
     # -- instruction builders: composed (LLaVA-Med), ms-cxr-t, embed, lumiere --
     from medmim_eval.registry import BuilderEntry as _InstructionEntry

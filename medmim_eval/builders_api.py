@@ -7,6 +7,10 @@ naming the raw file and row for bad input. The writer stages everything in a tem
 beside the output; only :meth:`DatasetWriter.commit` — after the harness's own task loader has
 validated every file and image — moves it into place, so a failed or killed build never leaves a
 partial output that looks complete.
+
+A builder whose output imitates a benchmark task calls :meth:`DatasetWriter.stands_for`; the card
+then names that task for the file, and ``medmim-eval run --tasks OUT/<file>.json`` evaluates it
+under that task's name, so views show it in the task's column.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ class BuildOptions:
     seed: int = 0
     limit: int | None = None
     extra: dict[str, str] = field(default_factory=dict)  # builder-specific --option KEY=VALUE
+    skip_missing: bool = False  # --skip-missing: leave out (and count) what lacks its raw images
 
 
 def sha256_file(path: Path) -> str:
@@ -63,6 +68,7 @@ class DatasetWriter:
         self.abilities: dict[str, str] = {}
         self.inputs: dict[str, str] = {}
         self.notes: list[str] = []
+        self.task_of: dict[str, str] = {}
         self._images: set[str] = set()
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -121,6 +127,10 @@ class DatasetWriter:
         self.files.setdefault(file_stem, []).append(item)
         self.abilities[file_stem] = ability
 
+    def stands_for(self, file_stem: str, task: str) -> None:
+        """Declare that ``<file_stem>.json`` is built to stand for the benchmark task ``task``."""
+        self.task_of[file_stem] = task
+
     # -- publishing -----------------------------------------------------------------------------
     def commit(self) -> dict[str, Any]:
         """Write the JSON files and the card, validate with the task loader, move into place."""
@@ -154,6 +164,7 @@ class DatasetWriter:
             "files": {stem: len(items) for stem, items in sorted(self.files.items())},
             "counts": [{"ability": a, "kind": k, "source": s, "n": n} for (a, k, s), n in sorted(counts.items())],
             "images": len(self._images), "inputs_sha256": dict(sorted(self.inputs.items())), "notes": self.notes,
+            "stands_for": dict(sorted(self.task_of.items())),
         }
 
     def _publish(self) -> None:
@@ -173,8 +184,10 @@ def _card_markdown(card: dict[str, Any]) -> str:
              f"{card['created_at']}, seed {card['seed']}" + (f", limit {card['limit']}" if card["limit"] else "") + ".", "",
              "| ability | kind | source | items |", "|---|---|---|---:|"]
     lines += [f"| {c['ability']} | {c['kind']} | {c['source']} | {c['n']} |" for c in card["counts"]]
-    lines += ["", f"Images: {card['images']}. Files: " + ", ".join(f"`{k}.json` ({v})" for k, v in card["files"].items()) + ".",
-              "", "Inputs read (sha256):", ""]
+    lines += ["", f"Images: {card['images']}. Files: " + ", ".join(f"`{k}.json` ({v})" for k, v in card["files"].items()) + "."]
+    lines += ["", *(f"`{stem}.json` stands for the benchmark task `{task}`: run with `--tasks`, it fills that "
+                    "task's column in the leaderboard." for stem, task in card.get("stands_for", {}).items())]
+    lines += ["", "Inputs read (sha256):", ""]
     lines += [f"- `{name}`: `{digest}`" for name, digest in card["inputs_sha256"].items()]
     lines += [""] + [f"Note: {n}" for n in card["notes"]]
     return "\n".join(lines).rstrip() + "\n"

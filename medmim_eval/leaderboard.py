@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import ValidationError
 
@@ -18,6 +18,10 @@ from medmim_eval.errors import MedmimError, os_error_reason
 from medmim_eval.records import RESULTS_FILE, RecordStore
 from medmim_eval.schema import ResultCell, Results
 from medmim_eval.stats import chance_normalised
+
+if TYPE_CHECKING:
+    from medmim_eval.paper_table import PaperTable
+    from medmim_eval.paper_view import PaperMatches
 
 MISSING = "—"
 KIND_LETTER = {"closed": "C", "open": "O"}
@@ -71,7 +75,9 @@ class Table:
 
     ``rows`` holds the values shown (the score, or the chance-normalised accuracy of closed
     columns when ``value == "chance_normalised"``); ``cells`` holds the result cell behind each
-    value, for intervals and details.
+    value, for intervals and details. ``reference`` names the rows that are not measured by the
+    runs (the paper's reported rows, their † rows, differences from them) with their kind; their
+    labels carry the marker, and renderers may style them apart.
     """
 
     title: str
@@ -80,13 +86,15 @@ class Table:
     notes: list[str] = field(default_factory=list)
     cells: dict[str, list[ResultCell | None]] = field(default_factory=dict)
     value: str = SCORE
+    reference: dict[str, str] = field(default_factory=dict)
 
     def ranks(self, column: int) -> tuple[set[str], set[str]]:
         """(best models, second-best models) of one column; ties share a rank.
 
         Values are compared as shown (two decimals), so float noise never breaks a visible tie.
+        Reference rows (see ``reference``) are never ranked: they are not measured by these runs.
         """
-        shown = {m: round(v, 2) for m, r in self.rows.items() if (v := r[column]) is not None}
+        shown = {m: round(v, 2) for m, r in self.rows.items() if (v := r[column]) is not None and m not in self.reference}
         values = sorted(set(shown.values()), reverse=True)
         best = {m for m, v in shown.items() if v == values[0]}
         second = {m for m, v in shown.items() if len(values) > 1 and v == values[1]}
@@ -144,6 +152,12 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
     return tables
 
 
+def empty_medmim_table() -> Table:
+    """The Med-MIM table (Table 1 layout) with no rows, for views that add reference rows only."""
+    columns = [Column(group, label, task, kind) for group, label, task in MEDMIM_LAYOUT for kind in KINDS]
+    return _fill(MEDMIM_TITLE, columns, [], {}, SCORE)
+
+
 def _fill(title: str, columns: list[Column], models: list[str],
           by_key: dict[tuple[str, str, str, str | None], ResultCell], value: str) -> Table:
     table = Table(title=title, columns=columns, value=value)
@@ -188,7 +202,8 @@ class RunData:
     ``cells``/``by_source`` come from ``results.json`` or, where it is absent (or lacks the
     per-source cells), are recomputed from ``samples.jsonl`` with the run's seed. ``metrics`` and
     ``bootstrap`` are the recorded definitions (empty when the run recorded none). ``names`` maps
-    each model id of the run to the name the views show (see :func:`load_runs`).
+    each model id of the run to the name the views show (see :func:`load_runs`). ``stand_ins``
+    maps a task evaluated from a given JSON file under a registered task's name to that file.
     """
 
     run_dir: Path
@@ -198,6 +213,7 @@ class RunData:
     metrics: dict[str, Any] = field(default_factory=dict)
     bootstrap: dict[str, Any] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    stand_ins: dict[str, str] = field(default_factory=dict)
 
 
 def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
@@ -235,7 +251,8 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
     models = {c.model for c in results.cells} | {c.model for c in results.by_source}
     return RunData(run_dir=run_dir, run_id=results.run_id, cells=results.cells, by_source=results.by_source,
                    metrics=results.metrics or (manifest.metrics if manifest else {}),
-                   bootstrap=results.bootstrap, names={m: m for m in sorted(models)})
+                   bootstrap=results.bootstrap, names={m: m for m in sorted(models)},
+                   stand_ins={t.name: t.files[0] for t in (manifest.tasks if manifest else []) if t.from_file and t.files})
 
 
 def load_runs(run_dirs: list[Path], *, by_source: bool = False) -> list[RunData]:
@@ -278,6 +295,10 @@ class LeaderboardView:
     ci: bool = False
     chance: bool = False
     by_source: bool = False
+    paper: "PaperTable | None" = None
+    paper_matches: "PaperMatches | None" = None
+    with_paper: bool = False
+    vs_paper: bool = False
 
     @property
     def cells(self) -> list[ResultCell]:
@@ -285,15 +306,46 @@ class LeaderboardView:
         return [c for run in self.runs for c in (run.by_source if self.by_source else run.cells)]
 
 
-def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False) -> LeaderboardView:
-    """Load runs and build their tables and footer (metric definitions, CI method, warnings)."""
+def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False,
+               with_paper: bool = False, vs_paper: bool = False, paper_file: Path | None = None) -> LeaderboardView:
+    """Load runs and build their tables and footer (metric definitions, CI method, warnings).
+
+    With ``with_paper`` the paper's reported Table 1 rows are added to the Med-MIM table; with
+    ``vs_paper`` each measured model that is a paper model is shown beside its reported row with
+    the difference. ``paper_file`` replaces the bundled copy of the paper's table.
+
+    Raises:
+        MedmimError: for paper rows combined with ``chance`` or ``by_source`` (the paper reports
+            accuracy per task), or a paper table whose † rows disagree with its other rows.
+    """
     from medmim_eval.exports.metric_notes import footer_lines, not_scored_lines
 
+    if (with_paper or vs_paper) and (chance or by_source):
+        flag = "--chance" if chance else "--by-source"
+        raise MedmimError(f"the paper reports plain accuracy and open score per task, so its rows cannot be shown "
+                          f"with {flag}; drop {flag} or --with-paper/--vs-paper")
     runs = load_runs(run_dirs, by_source=by_source)
-    view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source)
+    view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source,
+                           with_paper=with_paper, vs_paper=vs_paper)
     view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
-    view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs)
+    view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs) + stand_in_lines(runs)
+    if with_paper or vs_paper:
+        from medmim_eval.paper_table import load_paper_table
+        from medmim_eval.paper_view import add_paper_rows, match_models, paper_footer
+
+        view.paper = load_paper_table(paper_file)
+        view.paper_matches = match_models(runs, view.paper)
+        view.tables = add_paper_rows(view.tables, view.paper, view.paper_matches, with_paper=with_paper,
+                                     vs_paper=vs_paper)
+        view.footer += paper_footer(view.paper, view.paper_matches, vs_paper=vs_paper)
     return view
+
+
+def stand_in_lines(runs: list[RunData]) -> list[str]:
+    """One footer line per task a run evaluated from a given file under a benchmark task's name."""
+    return [f"{task} in {run.run_dir.name}: evaluated from {file}, a file standing for that task "
+            "(built data or run --as), not the official benchmark file."
+            for run in runs for task, file in sorted(run.stand_ins.items())]
 
 
 def to_markdown(tables: list[Table], *, ci: bool = False, footer: list[str] | None = None) -> str:

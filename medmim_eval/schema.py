@@ -142,6 +142,9 @@ class TaskInfo(BaseModel):
     n_samples: int
     n_skipped: int = 0
     skipped_reasons: dict[str, int] = Field(default_factory=dict)
+    # The samples came from files[0], a Med-MIM JSON given in --tasks, evaluated under a registered
+    # task's name (run --as, or a built file whose dataset card says what it stands for).
+    from_file: bool = False
 
 
 class PluginRecord(BaseModel):

@@ -1,12 +1,13 @@
 """Task selection and loading: names, groups, ``:closed``/``:open`` suffixes and JSON paths."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medmim_eval.datadir import DataPaths
-from medmim_eval.errors import UnknownNameError
+from medmim_eval.errors import MedmimError, UnknownNameError
 from medmim_eval.registry import TaskEntry, unknown_name_message
 from medmim_eval.schema import Kind, Sample, content_hash
 
@@ -51,12 +52,25 @@ class TaskSelection:
         return self.name if self.kinds == KINDS else f"{self.name}:{self.kinds[0]}"
 
 
-def select_tasks(spec: str, host: "PluginHost") -> list[TaskSelection]:
+def select_tasks(spec: str, host: "PluginHost", *, as_task: str | None = None) -> list[TaskSelection]:
     """Expand ``TASK[:closed|:open][,...]`` with groups and JSON paths into selections.
+
+    A JSON file is the task ``file:<stem>``, unless it stands for a benchmark task: named by
+    ``as_task`` (``run --as``), or declared by the dataset card beside it (a builder's
+    ``stands_for``). Then it takes that task's name, so views show it in that task's column.
 
     Raises:
         UnknownNameError: with close matches, for a name that is no task, group or file.
+        MedmimError: for ``as_task`` without exactly one JSON file, or a file standing for a task
+            that is selected too.
     """
+    files = [name for name, _ in map(_split_kind, (s.strip() for s in spec.split(","))) if name.endswith(".json")]
+    if as_task is not None:
+        if as_task not in host.tasks:
+            raise UnknownNameError(unknown_name_message("task for --as", as_task, host.tasks.names()))
+        if len(files) != 1:
+            raise MedmimError(f"--as {as_task} names the task of one Med-MIM JSON file in --tasks; "
+                              f"found {len(files)} file(s)")
     selections: dict[str, TaskSelection] = {}
     for raw in (s.strip() for s in spec.split(",")):
         if not raw:
@@ -66,7 +80,7 @@ def select_tasks(spec: str, host: "PluginHost") -> list[TaskSelection]:
             path = Path(name).expanduser()
             if not path.is_file():
                 raise UnknownNameError(f"task file '{name}' does not exist")
-            task_name = f"file:{path.stem}"
+            task_name = as_task or _declared_task(path, host) or f"file:{path.stem}"
             _merge(selections, TaskSelection(task_name, kinds, path=path.resolve()))
         elif name in host.groups:
             for member in host.groups.get(name).members:
@@ -81,6 +95,21 @@ def select_tasks(spec: str, host: "PluginHost") -> list[TaskSelection]:
     return list(selections.values())
 
 
+def _declared_task(path: Path, host: "PluginHost") -> str | None:
+    """The registered task a built file stands for, per the dataset card beside it, or None."""
+    from medmim_eval.builders_api import CARD_JSON
+
+    card = path.parent / CARD_JSON
+    if not card.is_file():
+        return None
+    try:
+        declared = json.loads(card.read_text(encoding="utf-8")).get("stands_for") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None  # a card is documentation; an unreadable one changes nothing
+    task = declared.get(path.stem) if isinstance(declared, dict) else None
+    return task if isinstance(task, str) and task in host.tasks else None
+
+
 def _split_kind(raw: str) -> tuple[str, tuple[Kind, ...]]:
     for kind in KINDS:
         if raw.endswith(f":{kind}"):
@@ -90,6 +119,10 @@ def _split_kind(raw: str) -> tuple[str, tuple[Kind, ...]]:
 
 def _merge(selections: dict[str, TaskSelection], new: TaskSelection) -> None:
     old = selections.get(new.name)
+    if old is not None and old.path != new.path:
+        what = " and ".join(str(p) if p else f"the registered task {new.name}" for p in (old.path, new.path))
+        raise MedmimError(f"two tasks would both be named '{new.name}': {what}; run them into separate "
+                          "run directories")
     if old is None:
         selections[new.name] = new
     else:
@@ -103,7 +136,9 @@ def load_selection(selection: TaskSelection, host: "PluginHost", context: TaskCo
         from medmim_eval.medmim_format import load_medmim_file
 
         folder = selection.path.parent
-        samples = load_medmim_file(selection.path, task=selection.name, ability="custom", image_root=lambda _tag: folder)
+        ability = host.tasks.get(selection.name).ability if selection.name in host.tasks else "custom"
+        samples = load_medmim_file(selection.path, task=selection.name, ability=ability or "custom",
+                                   image_root=lambda _tag: folder)
         loaded = LoadedTask(selection.name, samples, [selection.path])
     else:
         entry: TaskEntry = host.tasks.get(selection.name)

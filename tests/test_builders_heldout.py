@@ -168,7 +168,8 @@ def test_mim_rad_image_listed_but_absent_names_the_file_item_and_image(vqa_rad: 
 
 HEADER = ["ID", "Patient Age", "Patient Sex", "Left-Fundus", "Right-Fundus", "Left-Diagnostic Keywords",
           "Right-Diagnostic Keywords", "N", "D", "G", "C", "A", "H", "M", "O"]
-# (ID, left keywords, right keywords) in the release's spelling: full-width commas, special keywords.
+# (ID, left keywords, right keywords) in the release's spelling: full-width commas, an ASCII comma
+# in a few cells, and notes on image quality among the keywords.
 PATIENTS = [
     (0, "cataract", "normal fundus"),
     (1, "normal fundus", "normal fundus"),
@@ -184,12 +185,16 @@ PATIENTS = [
     (12, "mild nonproliferative retinopathy", "normal fundus"),
     (13, "normal fundus", "drusen"),
     (15, "cataract", "cataract"),
+    (16, "optic disk photographically invisible", "normal fundus"),
+    (17, "image offset，cataract", "low image quality,maculopathy"),
+    (18, "normal fundus", "image offset"),
 ]
-SPECIAL = ("anterior segment image", "no fundus image", "lens dust", "low image quality")
+SPECIAL = ("anterior segment image", "no fundus image", "lens dust", "low image quality", "image offset",
+           "optic disk photographically invisible")
 
 
 def _truth(keywords: str) -> str:
-    return ", ".join(k.strip() for k in keywords.split("，") if k.strip() not in SPECIAL)
+    return ", ".join(k.strip() for k in re.split("[，,]", keywords) if k.strip() not in SPECIAL)
 
 
 def _odir_rows() -> list[list[object]]:
@@ -253,23 +258,31 @@ def test_mim_odir_asks_about_left_then_right_eye_with_keyword_options(tmp_path: 
         elif "second fundus image?" in user:
             assert answer == truth[pid][1] and truth[pid][1]
         else:
-            assert answer == f"First image: {truth[pid][0]}; second image: {truth[pid][1]}"
+            assert "What are the diagnoses for the first and second fundus images?" in user
+            assert answer == f"First: {truth[pid][0]}, Second: {truth[pid][1]}"
     for item in opened:
         pid = int(item["id"].split("-")[1])
         user, reference = item["conversation"][0]["content"], item["conversation"][1]["content"]
+        eye = next((i for i, name in enumerate(ORDINALS[:2]) if f"diagnostic result for the {name} image?" in user), None)
+        if eye is not None:
+            assert reference == f"The diagnostic result for the {ORDINALS[eye]} image is {truth[pid][eye]}."
+            continue
         same = truth[pid][0] == truth[pid][1]
-        asks_same = user.endswith("the same?")
-        assert reference.startswith("Yes" if same == asks_same else "No")
+        if user.endswith("different?") and not user.endswith("or different?"):
+            assert reference.startswith("No, both" if same else "Yes, the first image")
+        elif user.endswith(("the same?", "share the same diagnosis?")):
+            assert reference.startswith("Yes, both" if same else "No, the first image")
         assert truth[pid][0] in reference and truth[pid][1] in reference
 
 
 def test_mim_odir_special_only_eyes_are_never_asked_about(tmp_path: Path) -> None:
     items = _build("mim-odir", make_odir(tmp_path / "odir"), tmp_path / "out")
     asked = {(int(i["id"].split("-")[1]), i["conversation"][0]["content"]) for i in items}
-    # Patient 4's left and patient 5's right eye show only special keywords: no question names them,
-    # and neither patient gets a two-eye question.
-    for pid, eye in ((4, "first"), (5, "second")):
-        assert not [q for p, q in asked if p == pid and (f"{eye} fundus image?" in q or "first and second" in q)]
+    # These eyes carry only notes on image quality: no question names them, and their patients get
+    # no two-eye question.
+    for pid, eye in ((4, "first"), (5, "second"), (16, "first"), (18, "second")):
+        assert not [q for p, q in asked if p == pid and (f"the {eye} fundus image?" in q or f"the {eye} image?" in q
+                                                         or "first and second" in q)]
     card = json.loads((tmp_path / "out" / "dataset_card.json").read_text())
     assert any("fewer than the 300" in note for note in card["notes"])  # a small table: fewer items, said so
 

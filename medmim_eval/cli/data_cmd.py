@@ -53,7 +53,7 @@ def status(data_dir: Path | None) -> None:
                               and any(p in check.missing for p in s.image_paths)})
             needed.update(folders)
             click.echo(f"{'':<22} missing images come from: {', '.join(folders)}; "
-                       f"builder: medmim-eval data build {task.builder} (issue 6)" if task.builder else "")
+                       f"builder: medmim-eval data build {task.builder}" if task.builder else "")
     if needed:
         click.echo("\nwhere to get what is missing:")
         for name in sorted(needed):
@@ -68,8 +68,12 @@ def status(data_dir: Path | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Build at most N items per kind (builder-specific).")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE", help="Builder-specific setting (repeatable).")
+@click.option("--skip-missing", is_flag=True,
+              help="Leave out what lacks its raw images (mim-odir: those patients) and count it in the dataset card, "
+              "instead of stopping.")
 @click.pass_context
-def build(ctx: click.Context, name: str, source: Path, out: Path, seed: int, limit: int | None, extra: tuple[str, ...]) -> None:
+def build(ctx: click.Context, name: str, source: Path, out: Path, seed: int, limit: int | None, extra: tuple[str, ...],
+          skip_missing: bool) -> None:
     """Build Med-MIM data NAME from a raw dataset; validated, with a dataset card, never partial."""
     from medmim_eval.builders_api import BuildOptions, run_builder
     from medmim_eval.cli.context import get_host
@@ -82,7 +86,8 @@ def build(ctx: click.Context, name: str, source: Path, out: Path, seed: int, lim
         if not sep:
             raise MedmimError(f"--option {item!r}: expected KEY=VALUE")
         settings[key.strip()] = value.strip()
-    options = BuildOptions(name=name, source=source, out=out, seed=seed, limit=limit, extra=settings)
+    options = BuildOptions(name=name, source=source, out=out, seed=seed, limit=limit, extra=settings,
+                           skip_missing=skip_missing)
     card = run_builder(entry.load_builder(), options, entry.version)
     total = sum(c["n"] for c in card["counts"])
     click.echo(f"{name}: {total} items, {card['images']} images -> {out} (card: {out / 'DATASET_CARD.md'})")

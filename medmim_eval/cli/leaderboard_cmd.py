@@ -23,6 +23,13 @@ DEFAULT_MAX_RECORDS = 200
 @click.option("--chance", is_flag=True,
               help="Closed columns show chance-normalised accuracy (0 = chance, 100 = perfect) instead of accuracy.")
 @click.option("--by-source", is_flag=True, help="Split every task by source dataset (e.g. EMBED vs LUMIERE).")
+@click.option("--with-paper", is_flag=True,
+              help="Add the paper's reported Table 1 rows (marked as reported, never ranked) to the Med-MIM table.")
+@click.option("--vs-paper", is_flag=True,
+              help="Show each model that is a paper model (by registry name, e.g. gpt-4o) beside its reported "
+              "row, with the difference.")
+@click.option("--paper-table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A copy of the paper's table to use instead of the bundled one (its dagger rows are checked).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="HTML: data directory to reload tasks from for prompts and image thumbnails "
               "(default: $MEDMIM_DATA_DIR, config, ~/.local/share/medmim-eval).")
@@ -30,14 +37,16 @@ DEFAULT_MAX_RECORDS = 200
               help="HTML: sample records listed per model x task (0 = none).")
 @click.pass_context
 def leaderboard(ctx: click.Context, run_dirs: tuple[Path, ...], fmt: str, output: Path | None, ci: bool,
-                chance: bool, by_source: bool, data_dir: Path | None, max_records: int) -> None:
+                chance: bool, by_source: bool, with_paper: bool, vs_paper: bool, paper_table: Path | None,
+                data_dir: Path | None, max_records: int) -> None:
     """Show the scores of one or more run directories (rows: models; columns: tasks, C and O).
 
     The footer names the metric definitions behind the numbers and warns when the runs differ.
     """
     from medmim_eval.leaderboard import build_view
 
-    view = build_view(list(run_dirs), ci=ci, chance=chance, by_source=by_source)
+    view = build_view(list(run_dirs), ci=ci, chance=chance, by_source=by_source, with_paper=with_paper,
+                      vs_paper=vs_paper, paper_file=paper_table)
     if not view.tables:
         what = "no per-source cells (no samples.jsonl to recompute them from)" if by_source else "no scored samples"
         click.echo(f"{what} in these run directories", err=True)

@@ -52,6 +52,9 @@ def _read_models_file(path: Path) -> list[object]:
               help="YAML list of model specs (strings or {adapter, target, options, label}).")
 @click.option("--tasks", "-t", "tasks_text", required=True, metavar="TASK[,TASK...]",
               help="Tasks or groups (held-in, held-out, all, synth), optionally with :closed/:open, or a Med-MIM JSON path.")
+@click.option("--as", "as_task", metavar="TASK",
+              help="Evaluate the one Med-MIM JSON file in --tasks under a benchmark task's name, so views show it "
+              "in that column (e.g. --as held-out-odir for a file built by mim-odir; its card already says so).")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Run directory. Default: runs/<models>__<tasks>. Rerunning into it resumes.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -70,7 +73,8 @@ def _read_models_file(path: Path) -> list[object]:
 @click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no leaderboard.")
 @click.pass_context
-def run(ctx: click.Context, models_text: str | None, models_file: Path | None, tasks_text: str, output: Path | None,
+def run(ctx: click.Context, models_text: str | None, models_file: Path | None, tasks_text: str, as_task: str | None,
+        output: Path | None,
         data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
         skip_missing: bool, open_metrics: tuple[str, ...], allow_credentialed_upload: bool, no_cache: bool,
         quiet: bool) -> None:
@@ -96,7 +100,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         specs.extend(_read_models_file(models_file))  # type: ignore[arg-type]
     options = RunOptions(
         models=specs,
-        tasks=select_tasks(tasks_text, host),
+        tasks=select_tasks(tasks_text, host, as_task=as_task),
         output=output or _default_output(models_text or models_file.stem, tasks_text),  # type: ignore[union-attr]
         data=DataPaths.resolve(data_dir),
         limit=limit,

@@ -56,7 +56,7 @@ def _selection(task: TaskInfo, host: "PluginHost") -> object:
     from medmim_eval.tasks_api import KINDS, TaskSelection
 
     kinds = tuple(k for k in KINDS if k in task.kinds) or KINDS
-    if task.name.startswith("file:"):
+    if task.name.startswith("file:") or task.from_file:
         if not task.files:
             raise UnknownNameError("the manifest names no file for it")
         return TaskSelection(task.name, kinds, path=Path(task.files[0]))

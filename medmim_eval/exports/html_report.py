@@ -46,6 +46,7 @@ background-repeat:no-repeat;background-position:center;-webkit-print-color-adjus
 .th.miss{{font-size:.7rem;color:#a00;text-align:center}}
 .tag{{padding:0 .4rem;border-radius:3px}} .tag.ok{{background:#dff3df}} .tag.bad{{background:#f8dede}}
 .tag.err{{background:#fbe8c8}} .tag.open{{background:#e6eefa}}
+tr.ref td{{font-style:italic;color:#555;background:#fafafa}}
 """
 
 
@@ -79,7 +80,8 @@ def _table_html(table: Table, ci: bool) -> str:
             if ci and value is not None and table.interval(model, i):
                 extra = f"<small>{fmt_interval(table.interval(model, i))}</small>"
             cells.append(f'<td class="{css}">{_e(fmt(value))}{extra}</td>' if css else f"<td>{_e(fmt(value))}{extra}</td>")
-        body.append(f"<tr><td>{_e(model)}</td>{''.join(cells)}</tr>")
+        row_class = f' class="ref {table.reference[model]}"' if model in table.reference else ""
+        body.append(f"<tr{row_class}><td>{_e(model)}</td>{''.join(cells)}</tr>")
     notes = "".join(f"<li>{_e(n)}</li>" for n in table.notes)
     return (f"<h3>{_e(table.title)}</h3><table class=\"board\"><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
             f'<ul class="notes">{notes}</ul>')

@@ -23,7 +23,9 @@ def to_dict(view: "LeaderboardView") -> dict[str, Any]:
     shared definition, or ``None`` when runs differ, see ``metric_definitions_agree``); ``notes``
     (the footer lines); ``not_scored`` (per model: ``too_many_images``, samples not evaluated for
     having more images than the model accepts, and ``other_errors``); ``columns`` (what each row
-    field means); ``rows``.
+    field means); ``rows`` (measured rows, then the paper's reported rows shown, marked by
+    ``origin``); ``paper`` (with ``--with-paper``/``--vs-paper``: the reported table's source,
+    units and caveats as written in it, and which run models matched which paper model; else ``None``).
     """
     from medmim_eval.flags import not_scored_by_model
 
@@ -43,7 +45,17 @@ def to_dict(view: "LeaderboardView") -> dict[str, Any]:
                        for model, n in not_scored.items()},
         "columns": COLUMNS,
         "rows": long_rows(view),
+        "paper": _paper(view),
     }
+
+
+def _paper(view: "LeaderboardView") -> dict[str, Any] | None:
+    if view.paper is None or view.paper_matches is None:
+        return None
+    return {"source": view.paper.source, "units": view.paper.units, "notes": view.paper.notes,
+            "with_paper": view.with_paper, "vs_paper": view.vs_paper,
+            "matched": {model: row.name for model, row in view.paper_matches.matched.items()},
+            "unmatched": view.paper_matches.unmatched}
 
 
 def to_json(view: "LeaderboardView") -> str:

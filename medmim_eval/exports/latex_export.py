@@ -20,6 +20,7 @@ _SPECIAL = {
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
     "—": "---", "–": "--", "·": r"\textperiodcentered{}", "…": r"\ldots{}",
+    "†": r"\textdagger{}", "Δ": r"$\Delta$", "−": "--",
 }
 
 
@@ -80,7 +81,8 @@ def table_to_latex(table: Table, *, ci: bool = False, footer: list[str] | None =
             if interval is not None:
                 text += f"\\,{{\\scriptsize[{_number(interval[0])}, {_number(interval[1])}]}}"
             cells.append(text)
-        lines.append(f"{latex_escape(model)} & " + " & ".join(cells) + " \\\\")
+        label = f"\\textit{{{latex_escape(model)}}}" if model in table.reference else latex_escape(model)
+        lines.append(f"{label} & " + " & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     notes = [*table.notes, *(footer or [])]
     if notes:

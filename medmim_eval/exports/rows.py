@@ -24,11 +24,18 @@ COLUMNS: dict[str, str] = {
     "unparseable_rate": "closed: fraction (0-1) of scored answers naming no option",
     "errors": "samples that ended in a model error (not scored)",
     "too_many_images": "of errors: samples with more images than the model accepts (not sent, never truncated)",
+    "origin": "measured (by the run); reported (the paper's Table 1, not measured here); improvement "
+              "(the paper's dagger rows: fine-tuned minus base, see 'of')",
+    "of": "improvement rows: the two paper models subtracted (fine-tuned - base)",
+    "paper_score": "with --vs-paper: the paper's reported value for the same model, task and kind",
+    "paper_difference": "with --vs-paper: score - paper_score (the paper scored 300 closed MIM-RAD items, "
+                        "the released file has 293)",
 }
 
 
 def long_rows(view: "LeaderboardView") -> list[dict[str, Any]]:
     """Every cell the view shows, as flat dicts keyed by :data:`COLUMNS`, in a stable order."""
+    matched = view.paper_matches.matched if view.paper_matches and view.vs_paper else {}
     rows = []
     for run in view.runs:
         for cell in run.by_source if view.by_source else run.cells:
@@ -38,7 +45,21 @@ def long_rows(view: "LeaderboardView") -> list[dict[str, Any]]:
                 "n_scored": cell.n_scored, "score": cell.score, "ci_low": cell.ci_low, "ci_high": cell.ci_high,
                 "chance": cell.chance, "chance_normalised": cell.chance_normalised,
                 "unparseable_rate": cell.unparseable_rate, "errors": cell.errors,
-                "too_many_images": cell.too_many_images,
+                "too_many_images": cell.too_many_images, "origin": "measured", "of": None,
+                **_beside_paper(cell.model, cell.task, cell.kind, cell.score, matched),
             })
     rows.sort(key=lambda r: (r["model"], r["task"], r["kind"], r["source"] or "", r["run"]))
+    if view.paper is not None and view.paper_matches is not None:
+        from medmim_eval.paper_view import paper_long_rows
+
+        reported = paper_long_rows(view.paper, view.paper_matches, with_paper=view.with_paper)
+        rows += [{**dict.fromkeys(COLUMNS), **r} for r in reported]
     return rows
+
+
+def _beside_paper(model: str, task: str, kind: str, score: float | None, matched: dict[str, Any]) -> dict[str, Any]:
+    """``paper_score`` and ``paper_difference`` of a measured cell whose model matches a paper row."""
+    row = matched.get(model)
+    reported = row.scores.get((task, kind)) if row is not None else None
+    difference = None if reported is None or score is None else score - reported
+    return {"paper_score": reported, "paper_difference": difference}

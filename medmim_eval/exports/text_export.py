@@ -76,7 +76,7 @@ def print_rich(tables: list[Table], console: Any = None, *, ci: bool = False, fo
                 if ci and value is not None and table.interval(model, i):
                     text.append("\n" + fmt_interval(table.interval(model, i)), style="dim")
                 cells.append(text)
-            rich_table.add_row(model, *cells)
+            rich_table.add_row(model, *cells, style="italic dim" if model in table.reference else None)
         # Never squeeze numbers into ellipses: a narrow terminal wraps lines instead.
         needed = Console(width=10_000).measure(rich_table).maximum
         target = console
