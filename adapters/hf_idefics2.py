@@ -79,7 +79,7 @@ class HFIdefics2Adapter:
                               f"{self.path / 'processor_config.json'}")
 
     def fingerprint(self) -> dict[str, Any]:
-        return checkpoint_fingerprint("hf-idefics2", self.path, self.lineage, format=self.format.name,
+        return checkpoint_fingerprint("hf-idefics2", self.path, self.lineage, format=self.format.tag,
                                       dtype=self.placement.dtype_name, max_images=self.max_images,
                                       image_splitting=self.crops > 1)
 

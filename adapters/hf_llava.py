@@ -74,7 +74,7 @@ class HFLlavaAdapter:
         return stop_token_ids(self.model, self.tokenizer, self.format)
 
     def fingerprint(self) -> dict[str, Any]:
-        return checkpoint_fingerprint("hf-llava", self.path, self.lineage, format=self.format.name,
+        return checkpoint_fingerprint("hf-llava", self.path, self.lineage, format=self.format.tag,
                                       dtype=self.placement.dtype_name, max_images=self.max_images)
 
     # --- preparing one prompt --------------------------------------------------------------------

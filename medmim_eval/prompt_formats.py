@@ -8,10 +8,14 @@ Formats (``{q}`` is the prompt with placeholders, ``{r}`` an optional assistant 
 
 ``mantis_llama3``      image ``i`` (from 1) -> ``(image {i}: <Image><image></Image>)`` (``<Image>`` and
                        ``</Image>`` are plain text; ``<image>`` is the processor's image token).
-                       ``<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\n{q}<|eot_id|>``
+                       ``<|begin_of_text|>`` + the system turn of Mantis's ``llama_3`` template
+                       (``<|start_header_id|>system<|end_header_id|>\\n\\n{MANTIS_LLAMA3_SYSTEM}<|eot_id|>``)
+                       + ``<|start_header_id|>user<|end_header_id|>\\n\\n{q}<|eot_id|>``
                        ``<|start_header_id|>assistant<|end_header_id|>\\n\\n`` + ``{r}<|eot_id|>``.
-                       No system prompt (the Mantis code's joke system prompt is not reproduced).
-                       The BOS is in the text: tokenize with ``add_special_tokens=False``.
+                       Mantis's code trains (``train_mllava.py``) and evaluates (``chat_mllava``) every
+                       Llama-3 checkpoint with that system turn, so the model expects it (revision 2;
+                       revision 1 had no system turn). The BOS is in the text: tokenize with
+                       ``add_special_tokens=False``.
 ``llava_med_mistral``  LLaVA ``mistral_instruct``: each image -> ``<image>\\n`` at its position;
                        ``[INST] {q} [/INST]`` + `` {r}</s>``. The tokenizer adds ``<s>``
                        (``add_special_tokens=True``), as LLaVA's ``tokenizer_image_token`` does.
@@ -47,6 +51,8 @@ class PromptFormat:
         bos_in_text: the rendered text carries the BOS; tokenize it with ``add_special_tokens=False``.
         stop_strings: special tokens that end an answer besides the tokenizer's eos.
         image_token: the token the processor expands into the image's patch tokens.
+        revision: bumped whenever the rendered text changes, so cached answers of the old text are
+            not reused (it enters the adapters' fingerprints through :attr:`tag`).
     """
 
     name: str
@@ -58,6 +64,16 @@ class PromptFormat:
     bos_in_text: bool
     stop_strings: tuple[str, ...] = ()
     image_token: str = IMAGE_TOKEN
+    revision: int = 1
+
+    @property
+    def tag(self) -> str:
+        """The name, with ``@revision`` from revision 2 on (what fingerprints record)."""
+        return self.name if self.revision == 1 else f"{self.name}@{self.revision}"
+
+
+# The system message of Mantis's ``conv_llama_3`` (mantis-vl 0.0.5, mantis/models/conversation.py).
+MANTIS_LLAMA3_SYSTEM = "You are a pirate chatbot who always responds in pirate speak!"
 
 
 @dataclass(frozen=True)
@@ -76,12 +92,14 @@ FORMATS: dict[str, PromptFormat] = {
     "mantis_llama3": PromptFormat(
         name="mantis_llama3",
         image=lambda i: f"(image {i}: <Image>{IMAGE_TOKEN}</Image>)",
-        head="<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
+        head=("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + MANTIS_LLAMA3_SYSTEM
+              + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"),
         tail="<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
         response_prefix="",
         response_suffix="<|eot_id|>",
         bos_in_text=True,
         stop_strings=("<|eot_id|>",),
+        revision=2,
     ),
     "llava_med_mistral": PromptFormat(
         name="llava_med_mistral",

@@ -41,7 +41,8 @@ def adapter(ckpt: Path) -> HFLlavaAdapter:
 
 def test_the_checkpoint_loads_and_the_prompt_is_the_mantis_format(adapter: HFLlavaAdapter, images: list[str]) -> None:
     text, loaded, record = adapter.prepare_sample(sample(images[:2]))
-    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    assert text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate chatbot who always responds in pirate speak!<|eot_id|>"
+                    "<|start_header_id|>user<|end_header_id|>\n\n"
                     "(image 1: <Image><image></Image>)(image 2: <Image><image></Image>)"
                     "Which image is brightest?\nA: first\nB: second\n"
                     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")

@@ -101,7 +101,8 @@ CONTENT = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Which
 
 def test_mantis_template_renders_the_mantis_interleaved_format() -> None:
     text = _render("mantis_llama3", CONTENT, bos="<|begin_of_text|>")
-    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    assert text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate chatbot who always responds in pirate speak!<|eot_id|>"
+                    "<|start_header_id|>user<|end_header_id|>\n\n"
                     "(image 1: <Image><image></Image>)(image 2: <Image><image></Image>)"
                     "Which scan is newer?\nA: first\nB: second<|eot_id|>"
                     "<|start_header_id|>assistant<|end_header_id|>\n\n")

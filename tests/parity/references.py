@@ -1,0 +1,66 @@
+"""Getting at the authors' code without installing it: PyPI wheels unpacked into a test-session folder
+(``pip download --no-deps``; skip when PyPI cannot be reached) and single modules imported by path,
+with stand-ins only for named imports the module's chain needs and this environment lacks."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+
+
+def reference_folder(name: str) -> Path:
+    """``/work/shared/reference/<name>`` beside the checkout (or $MEDMIM_REFERENCE_DIR), or skip."""
+    import os
+
+    root = Path(os.environ.get("MEDMIM_PARITY_REFERENCE") or SHARED_REFERENCE)
+    folder = root / name
+    if not (folder / "PROVENANCE.md").is_file():
+        pytest.skip(f"reference sources {folder} are absent (set MEDMIM_PARITY_REFERENCE to shared/reference)")
+    return folder
+
+
+def pypi_wheel(name: str, version: str, target: Path) -> Path:
+    """Download ``name==version`` without its dependencies and unpack it into ``target``."""
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+                           f"{name}=={version}", "-d", str(target / "wheel")],
+                          capture_output=True, text=True, timeout=300)
+    wheels = sorted((target / "wheel").glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        pytest.skip(f"cannot download {name}=={version} from PyPI: {done.stderr.strip().splitlines()[-1:]}")
+    with zipfile.ZipFile(wheels[0]) as archive:
+        archive.extractall(target / "src")
+    return target / "src"
+
+
+def load_by_path(name: str, path: Path, stand_ins: dict[str, dict[str, Any]] | None = None) -> ModuleType:
+    """Import the single file ``path`` as module ``name`` (its package ``__init__`` is not run).
+
+    ``stand_ins`` maps an importable module to attributes it must offer: each attribute that the
+    installed module lacks is set for the duration of the import only (recorded in the returned
+    module's ``__parity_stand_ins__``)."""
+    added: list[tuple[ModuleType, str]] = []
+    for module_name, attributes in (stand_ins or {}).items():
+        module = importlib.import_module(module_name)
+        for attr, value in attributes.items():
+            if not hasattr(module, attr):
+                setattr(module, attr, value)
+                added.append((module, attr))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    finally:
+        for owner, attr in added:
+            delattr(owner, attr)
+    module.__parity_stand_ins__ = [f"{owner.__name__}.{attr}" for owner, attr in added]  # type: ignore[attr-defined]
+    return module

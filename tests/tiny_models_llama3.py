@@ -1,0 +1,79 @@
+"""A tiny Mantis-8B-siglip-llama3 layout, built offline and cached like :mod:`tiny_models`.
+
+``llama3_tokenizer()``: a byte-level BPE trained here with Llama-3's pre-tokenizer split pattern and
+its real special tokens (``<|begin_of_text|>`` added in front by the post-processor, eos
+``<|end_of_text|>``, ``<|start_header_id|>``, ``<|end_header_id|>``, ``<|eot_id|>``) plus Mantis's
+``<image>`` and a pad token. ``tiny_llava_llama3()``: a random LLaVA (SigLIP 384 px / 14 px patches,
+so 729 image tokens per image as in Mantis-8B-siglip-llama3, and a two-layer Llama) with that
+tokenizer and a SigLIP image processor with Mantis's settings (384 x 384 bicubic, mean = std = 0.5).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tiny_models import _cached, _corpus
+
+VERSION = "1"
+IMAGE_SIZE, PATCH = 384, 14  # (384 // 14)^2 = 729 image tokens ("full" strategy: SigLIP has no CLS)
+SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                  "<image>", "<pad>"]
+# Llama-3's pre-tokenizer pattern (tokenizer.json of the Meta-Llama-3 releases).
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def llama3_tokenizer():  # type: ignore[no-untyped-def]
+    """The tiny Llama-3-style tokenizer (a ``PreTrainedTokenizerFast``)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                                      special_tokens=[("<|begin_of_text|>", bos)])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+
+
+def _build(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import (LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
+                              SiglipImageProcessorPil, SiglipVisionConfig)
+
+    tokenizer = llama3_tokenizer()
+    image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, resample=3,
+                                              image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH,
+                               vision_feature_select_strategy="full")
+    config = LlavaConfig(
+        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH),
+        text_config=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096,
+                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="full", vision_feature_layer=-1, projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).to(torch.bfloat16)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "medmim_tiny.json").write_text(json.dumps({"builder_version": VERSION, "kind": "llava-llama3",
+                                                         "seed": seed}))
+
+
+def tiny_llava_llama3(seed: int = 0) -> Path:
+    """The folder of the tiny Mantis-8B-siglip-llama3-layout checkpoint (built on first use, then cached)."""
+    return _cached(f"llava-llama3-v{VERSION}-s{seed}", lambda folder: _build(folder, seed))
