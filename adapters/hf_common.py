@@ -123,6 +123,28 @@ def checkpoint_fingerprint(adapter: str, folder: Path, lineage: dict[str, Any] |
 
 
 # --- images ------------------------------------------------------------------------------------
+def load_llava_padded(path: str, image_mean: Sequence[float] | None) -> tuple[Any, str | None]:
+    """The image at ``path`` padded to a square as LLaVA's ``process_images`` pads it
+    (``image_aspect_ratio: pad``), then RGB: a grey image is padded in grey with
+    ``int(255 * mean(image_mean))``, a colour one with ``int(255 * m)`` per channel (truncated, as
+    LLaVA does), the image centred (LLaVA-Med's own copy jitters by 0 or 1 px at random; we keep
+    the lower offset, which is upstream LLaVA's)."""
+    from PIL import Image
+
+    from medmim_eval.adapters.image_payload import to_8bit
+
+    mean = list(image_mean or [0.5, 0.5, 0.5])
+    with Image.open(path) as image:
+        image.load()
+        pixels, note = to_8bit(image)
+    if pixels.width != pixels.height:
+        colour: Any = (int(255 * sum(mean) / len(mean)) if pixels.mode == "L"
+                       else tuple(int(float(m) * 255) for m in mean))
+        pixels = pad_to_square(pixels, colour)
+        note = ", ".join(filter(None, [note, f"padded to {pixels.width}x{pixels.height} with the mean colour"]))
+    return pixels.convert("RGB"), note
+
+
 def pad_to_square(image: Any, colour: tuple[int, ...]) -> Any:
     """``image`` centred on a square canvas of ``colour`` (LLaVA's ``image_aspect_ratio: pad``)."""
     from PIL import Image

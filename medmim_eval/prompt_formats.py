@@ -19,6 +19,9 @@ Formats (``{q}`` is the prompt with placeholders, ``{r}`` an optional assistant 
 ``llava_med_mistral``  LLaVA ``mistral_instruct``: each image -> ``<image>\\n`` at its position;
                        ``[INST] {q} [/INST]`` + `` {r}</s>``. The tokenizer adds ``<s>``
                        (``add_special_tokens=True``), as LLaVA's ``tokenizer_image_token`` does.
+                       The user text is stripped at both ends (the first text part on the left, the
+                       last on the right), as LLaVA-Med's ``model_vqa.py`` strips the question
+                       (revision 2; revision 1 kept a closed item's trailing newline).
 ``idefics2``           each image -> ``<image>``; ``User:{q}<end_of_utterance>\\nAssistant:`` +
                        `` {r}<end_of_utterance>\\n``. The processor adds the BOS.
 
@@ -51,6 +54,8 @@ class PromptFormat:
         bos_in_text: the rendered text carries the BOS; tokenize it with ``add_special_tokens=False``.
         stop_strings: special tokens that end an answer besides the tokenizer's eos.
         image_token: the token the processor expands into the image's patch tokens.
+        strip_text: strip whitespace at the two ends of the user text (first text part on the
+            left, last text part on the right).
         revision: bumped whenever the rendered text changes, so cached answers of the old text are
             not reused (it enters the adapters' fingerprints through :attr:`tag`).
     """
@@ -64,6 +69,7 @@ class PromptFormat:
     bos_in_text: bool
     stop_strings: tuple[str, ...] = ()
     image_token: str = IMAGE_TOKEN
+    strip_text: bool = False
     revision: int = 1
 
     @property
@@ -109,6 +115,8 @@ FORMATS: dict[str, PromptFormat] = {
         response_prefix=" ",
         response_suffix="</s>",
         bos_in_text=False,
+        strip_text=True,
+        revision=2,
     ),
     "idefics2": PromptFormat(
         name="idefics2",
@@ -138,14 +146,20 @@ def _format(fmt: str | PromptFormat) -> PromptFormat:
 def render_content(fmt: str | PromptFormat, prompt: Prompt) -> str:
     """The user content: text parts verbatim, image ``i`` (1-based, in prompt order) as its placeholder."""
     spec = _format(fmt)
+    texts = [i for i, part in enumerate(prompt.parts) if isinstance(part, TextPart)]
     pieces: list[str] = []
     n = 0
-    for part in prompt.parts:
+    for i, part in enumerate(prompt.parts):
         if isinstance(part, ImagePart):
             n += 1
             pieces.append(spec.image(n))
         elif isinstance(part, TextPart):
-            pieces.append(part.text)
+            text = part.text
+            if spec.strip_text and i == texts[0]:
+                text = text.lstrip()
+            if spec.strip_text and i == texts[-1]:
+                text = text.rstrip()
+            pieces.append(text)
     return "".join(pieces)
 
 

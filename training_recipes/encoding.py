@@ -23,13 +23,11 @@ FAMILIES = ("llava", "idefics2")
 def load_image(path: str, fmt: PromptFormat, image_processor: Any) -> Any:
     """One image as the in-process adapters load it: 8-bit RGB, padded to a square with the
     processor's mean colour for ``llava_med_mistral``."""
-    from medmim_eval.adapters.hf_common import load_rgb, pad_to_square
+    from medmim_eval.adapters.hf_common import load_llava_padded, load_rgb
 
-    pixels = load_rgb(path)[0]
-    if fmt.name == "llava_med_mistral" and pixels.width != pixels.height:
-        mean = getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
-        pixels = pad_to_square(pixels, tuple(int(round(float(m) * 255)) for m in mean))
-    return pixels
+    if fmt.name == "llava_med_mistral":
+        return load_llava_padded(path, getattr(image_processor, "image_mean", None))[0]
+    return load_rgb(path)[0]
 
 
 class ExampleEncoder:

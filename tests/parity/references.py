@@ -3,28 +3,51 @@
 with stand-ins only for named imports the module's chain needs and this environment lacks."""
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
-SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+# Read at import, before the tests' autouse fixture clears MEDMIM_* variables: $MEDMIM_PARITY_REFERENCE,
+# else reference/ beside the data folder (.ci/run: ../shared/data), else ../shared/reference.
+_DATA = os.environ.get("MEDMIM_DATA_DIR")
+REFERENCE_ROOT = Path(os.environ.get("MEDMIM_PARITY_REFERENCE")
+                      or (Path(_DATA).resolve().parent / "reference" if _DATA else
+                          Path(__file__).resolve().parents[3] / "shared" / "reference"))
 
 
 def reference_folder(name: str) -> Path:
-    """``/work/shared/reference/<name>`` beside the checkout (or $MEDMIM_REFERENCE_DIR), or skip."""
-    import os
-
-    root = Path(os.environ.get("MEDMIM_PARITY_REFERENCE") or SHARED_REFERENCE)
-    folder = root / name
+    """The unmodified upstream sources in ``<REFERENCE_ROOT>/<name>`` (see its PROVENANCE.md), or skip."""
+    folder = REFERENCE_ROOT / name
     if not (folder / "PROVENANCE.md").is_file():
         pytest.skip(f"reference sources {folder} are absent (set MEDMIM_PARITY_REFERENCE to shared/reference)")
     return folder
+
+
+@contextlib.contextmanager
+def on_path(folder: Path, package: str) -> Iterator[None]:
+    """``folder`` first on ``sys.path`` while the block runs; afterwards the path and every
+    ``package``/``package.*`` module are removed again, so two packages named alike (LLaVA-Med's
+    ``llava`` and llava-torch's) never meet in one interpreter's module table."""
+    saved = {name: mod for name, mod in sys.modules.items() if name == package or name.startswith(package + ".")}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
 def pypi_wheel(name: str, version: str, target: Path) -> Path:

@@ -46,7 +46,7 @@ def mantis(mantis_src: Path) -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def adapter() -> HFLlavaAdapter:
-    from tiny_models_llama3 import tiny_llava_llama3
+    from tiny_models_parity import tiny_llava_llama3
 
     return make_hf_llava(str(tiny_llava_llama3()), {"format": "mantis_llama3", "dtype": "fp32"}, AdapterContext())
 

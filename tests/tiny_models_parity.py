@@ -1,4 +1,4 @@
-"""A tiny Mantis-8B-siglip-llama3 layout, built offline and cached like :mod:`tiny_models`.
+"""Tiny checkpoints of the paper models' layouts with tokenizers of the real families, for the parity tests.
 
 ``llama3_tokenizer()``: a byte-level BPE trained here with Llama-3's pre-tokenizer split pattern and
 its real special tokens (``<|begin_of_text|>`` added in front by the post-processor, eos
@@ -77,3 +77,66 @@ def _build(folder: Path, seed: int) -> None:
 def tiny_llava_llama3(seed: int = 0) -> Path:
     """The folder of the tiny Mantis-8B-siglip-llama3-layout checkpoint (built on first use, then cached)."""
     return _cached(f"llava-llama3-v{VERSION}-s{seed}", lambda folder: _build(folder, seed))
+
+
+# --- LLaVA-Med v1.5 ------------------------------------------------------------------------------
+CLIP_SIZE, CLIP_PATCH = 336, 14  # CLIP ViT-L/14-336: 576 patch features (CLS dropped) per image
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+SP_SPECIAL = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
+
+
+def mistral_sp_tokenizer():  # type: ignore[no-untyped-def]
+    """A tiny Mistral-style (sentencepiece-converted, ``legacy``) tokenizer: BPE with byte fallback,
+    ``▁`` for spaces and one ``▁`` prepended to every piece between special tokens, ``<s>`` added in
+    front, as the fast tokenizer of Mistral-7B (LLaVA-Med v1.5's LLM) behaves."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=900, special_tokens=[*SP_SPECIAL, *bytes_], initial_alphabet=["▁"])
+    tok.train_from_iterator(_corpus(), trainer)
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SP_SPECIAL])
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+
+
+def _build_llava_med(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor, MistralConfig)
+
+    tokenizer = mistral_sp_tokenizer()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": CLIP_SIZE}, resample=3,
+                                            crop_size={"height": CLIP_SIZE, "width": CLIP_SIZE},
+                                            image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=CLIP_PATCH,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=CLIP_SIZE, patch_size=CLIP_PATCH, projection_dim=32),
+        text_config=MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096,
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, sliding_window=None),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-2, projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).to(torch.bfloat16)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "medmim_tiny.json").write_text(json.dumps({"builder_version": VERSION, "kind": "llava-med",
+                                                         "seed": seed}))
+
+
+def tiny_llava_med(seed: int = 0) -> Path:
+    """The folder of the tiny LLaVA-Med v1.5 port layout (CLIP 336/14 + Mistral, sentencepiece-style tokenizer)."""
+    return _cached(f"llava-med-v{VERSION}-s{seed}", lambda folder: _build_llava_med(folder, seed))
