@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from compare import same_ids, same_pixels, same_text, same_value
 from items import ITEM_IDS, Item, items, make_images
-from references import load_by_path
+from references import load_by_path, pypi_wheel
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -33,6 +33,12 @@ ANSWER = "B: glaucoma"
 
 def _missing(*_: Any, **__: Any) -> Any:  # pragma: no cover - only present to satisfy an import
     raise NotImplementedError("stand-in for an import transformers 5 removed")
+
+
+@pytest.fixture(scope="session")
+def mantis_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unpacked ``mantis-vl==0.0.5`` wheel (root folder holding ``mantis/``), or skip offline."""
+    return pypi_wheel("mantis-vl", "0.0.5", tmp_path_factory.mktemp("mantis-vl"))
 
 
 @pytest.fixture(scope="session")
