@@ -87,3 +87,23 @@ def load_by_path(name: str, path: Path, stand_ins: dict[str, dict[str, Any]] | N
             delattr(owner, attr)
     module.__parity_stand_ins__ = [f"{owner.__name__}.{attr}" for owner, attr in added]  # type: ignore[attr-defined]
     return module
+
+
+INTERNVL2_SITE = Path(__file__).parent / "internvl2_site"
+
+
+def internvl2_importable() -> Path:
+    """InternVL2's own ``internvl`` package (``<reference>/internvl2/internvl_chat``, returned) put on
+    ``sys.path`` for the rest of the session (no installed package shares the name), with the
+    stand-ins of ``internvl2_site/sitecustomize.py`` for two imports this environment lacks; or skip."""
+    root = reference_folder("internvl2") / "internvl_chat"
+    load_by_path("internvl2_stand_ins", INTERNVL2_SITE / "sitecustomize.py")
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    return root
+
+
+def internvl2_pythonpath() -> list[Path]:
+    """``PYTHONPATH`` entries giving a subprocess the same: the stand-ins (as ``sitecustomize``) and
+    the reference package."""
+    return [INTERNVL2_SITE, internvl2_importable()]
