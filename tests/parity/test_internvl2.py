@@ -138,6 +138,9 @@ def test_question_query_ids_pixels_and_answer_match_internvl2(name: str, adapter
     _, pixels, tiles, _ = adapter.prepare_sample(item.sample())
     ref_pixels, ref_tiles = reference_pixels(tiling, item.paths, adapter.tile_size, adapter.tiles_per_image(len(item.paths)))
     same_value("tiles per image", tiles, ref_tiles)
+    # Differs on purpose: the README calls dynamic_preprocess with max_num=12 per image; we share
+    # max_tiles=12 over the sample's images (12, 6, 4 each), so 3 images fit the context.
+    same_value("per-image budget", adapter.tiles_per_image(len(item.paths)), 12 // len(item.paths))
     same_pixels("pixel values", pixels, ref_pixels)
     # The full text the model is given and its ids: what chat() tokenizes, against the template.
     recording = RecordingTokenizer(adapter.tokenizer)
