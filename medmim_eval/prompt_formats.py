@@ -23,7 +23,9 @@ Formats (``{q}`` is the prompt with placeholders, ``{r}`` an optional assistant 
                        last on the right), as LLaVA-Med's ``model_vqa.py`` strips the question
                        (revision 2; revision 1 kept a closed item's trailing newline).
 ``idefics2``           each image -> ``<image>``; ``User:{q}<end_of_utterance>\\nAssistant:`` +
-                       `` {r}<end_of_utterance>\\n``. The processor adds the BOS.
+                       ``{r}<end_of_utterance>\\n``. The processor adds the BOS. The response follows the
+                       cue without a space, as Mantis's ``conv_idefics_2`` trains Mantis-8B-Idefics2
+                       (revision 2; revision 1 trained `` {r}``; the evaluation prompt is unchanged).
 
 Contract: for every format and prompt, ``render_training(fmt, prompt, r).prompt`` equals
 ``render_prompt(fmt, prompt)`` and is a prefix of ``.full`` (checked at run time), so a training
@@ -123,10 +125,11 @@ FORMATS: dict[str, PromptFormat] = {
         image=lambda i: IMAGE_TOKEN,
         head="User:",
         tail="<end_of_utterance>\nAssistant:",
-        response_prefix=" ",
+        response_prefix="",
         response_suffix="<end_of_utterance>\n",
         bos_in_text=False,
         stop_strings=("<end_of_utterance>",),
+        revision=2,
     ),
 }
 
