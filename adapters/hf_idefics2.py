@@ -3,7 +3,8 @@
 ``Idefics2ForConditionalGeneration`` + the checkpoint's ``Idefics2Processor``. Prompts are rendered
 in the ``idefics2`` format of :mod:`medmim_eval.prompt_formats` (``User:<image><image>Q<end_of_utterance>\\nAssistant:``,
 the BOS added by the tokenizer), one ``<image>`` per image at its position; the processor expands
-each into ``<fake_token_around_image>`` + ``image_seq_len`` image tokens, and the model's perceiver
+each into ``<fake_token_around_image>`` + ``image_seq_len`` image tokens (as Mantis's own Idefics2
+processor does: :func:`.hf_common.idefics2_inputs`), and the model's perceiver
 turns each image into that many embeddings, so images reach the model in prompt order. Images keep
 their aspect ratio (the processor resizes them between its shortest and longest edge); image
 splitting is off unless ``image_splitting=1`` (Mantis-8B-Idefics2 was trained without it).
@@ -19,7 +20,8 @@ from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
 from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
-                                            checkpoint_fingerprint, generate_answers, input_device, load_model,
+                                            checkpoint_fingerprint, generate_answers, idefics2_inputs, input_device,
+                                            load_model,
                                             load_rgb, placement, read_lineage, stop_token_ids)
 from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_idefics2
 from medmim_eval.errors import MedmimError, MissingBackendError
@@ -79,9 +81,9 @@ class HFIdefics2Adapter:
                               f"{self.path / 'processor_config.json'}")
 
     def fingerprint(self) -> dict[str, Any]:
-        return checkpoint_fingerprint("hf-idefics2", self.path, self.lineage, format=self.format.name,
+        return checkpoint_fingerprint("hf-idefics2", self.path, self.lineage, format=self.format.tag,
                                       dtype=self.placement.dtype_name, max_images=self.max_images,
-                                      image_splitting=self.crops > 1)
+                                      image_splitting=self.crops > 1, expansion="mantis_idefics2_delta")
 
     # --- preparing one prompt --------------------------------------------------------------------
     def prepare_sample(self, sample: Sample) -> Prepared:
@@ -106,8 +108,8 @@ class HFIdefics2Adapter:
     def encode(self, texts: list[str], images: list[list[Any]]) -> Any:
         """Processor output for a left-padded batch (tensors on the model's device). Either every
         prompt has images or none has."""
-        inputs = self.processor(text=texts, images=images if any(images) else None, return_tensors="pt",
-                                padding=True, add_special_tokens=not self.format.bos_in_text)
+        inputs = idefics2_inputs(self.processor, texts, images if any(images) else None,
+                                 add_special_tokens=not self.format.bos_in_text)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.placement.dtype)
         return inputs.to(self.device)

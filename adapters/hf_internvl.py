@@ -7,9 +7,11 @@ Two routes (``mode=``, see :mod:`.internvl_plugin` for the options):
             ``model.chat(tokenizer, pixel_values, question, generation_config, num_patches_list=...)``.
             Images are tiled by :mod:`.internvl_tiling` (InternVL's dynamic preprocessing) with the
             sample's tile budget split over its images, concatenated in prompt order; the question
-            carries ``Image-{i}: <image>\\n`` where image ``i`` stands (InternVL2's multi-image
-            convention, also used by the vLLM route's template). One sample per call: the remote
-            ``batch_chat`` expands one ``<image>`` per question, so it cannot take several images.
+            carries ``Image-{i}: <image>\\n`` where image ``i`` stands (InternVL2's documented
+            multi-image form) and a single image as ``<image>\\n`` (its documented single-image
+            form; revision 2 of the question, revision 1 labelled it ``Image-1``). The vLLM route's
+            template renders the same. One sample per call: the remote ``batch_chat`` expands one
+            ``<image>`` per question, so it cannot take several images.
             The remote code wraps the question in its own conversation template (InternLM2 format
             and system message for InternVL2-8B); the record hashes the question it was given.
 ``native``  transformers' ``InternVLForConditionalGeneration`` and the checkpoint's processor
@@ -22,11 +24,12 @@ Every answer's record gives the images' count, order, the size each was resized 
 the tiles per image (in ``notes``) and the hash of the rendered prompt. A sample with more than
 ``max_images`` images is answered with :class:`~medmim_eval.errors.TooManyImagesError`.
 
-Tested on tiny checkpoints only: the remote route against a stand-in for InternVL2's hub code
-(``tests/internvl_standin/``), which keeps the ``chat`` contract but is not that code.
+Tested on tiny checkpoints only; the remote route runs InternVL2's own remote code (OpenGVLab/InternVL,
+the reference sources of tests/parity) on a tiny random InternViT + InternLM2.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,31 +46,33 @@ from medmim_eval.schema import PromptRecord, Sample, TextPart, content_hash
 DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
 IMAGE_PLACEHOLDER = "<image>"
-# The question handed to InternVL2's model.chat: each image labelled and in place.
+# The question handed to InternVL2's model.chat: each image labelled and in place (two or more
+# images), or the single image unlabelled, as InternVL2's README writes them.
 INTERNVL2_QUESTION = PromptFormat(name="internvl2_chat", image=lambda i: f"Image-{i}: {IMAGE_PLACEHOLDER}\n",
                                   head="", tail="", response_prefix="", response_suffix="", bos_in_text=False,
-                                  stop_strings=("<|im_end|>",), image_token=IMAGE_PLACEHOLDER)
+                                  stop_strings=("<|im_end|>",), image_token=IMAGE_PLACEHOLDER, revision=2)
+INTERNVL2_SINGLE = replace(INTERNVL2_QUESTION, image=lambda i: f"{IMAGE_PLACEHOLDER}\n")
 
 
 def ensure_generate(model: Any) -> None:
-    """Give the remote language model ``generate`` when its class lacks it.
+    """Give the remote language model a working ``generate`` when its class lacks one.
 
     InternLM2's remote ``InternLM2ForCausalLM`` defines ``prepare_inputs_for_generation`` but does not
     inherit ``GenerationMixin``; since transformers 4.50 ``PreTrainedModel`` no longer does either,
-    so InternVL2's ``chat`` fails with "has no attribute 'generate'". The instance is moved to a
-    subclass that adds the mixin, and given the generation config such classes get at init.
+    so InternVL2's ``chat`` fails with "has no attribute 'generate'" (and mixing the class in fails
+    under transformers 5, see :mod:`.legacy_decoding`). The instance gets
+    :func:`~.legacy_decoding.legacy_generate`, which drives the model's own legacy-cache contract.
     """
     language_model = getattr(model, "language_model", None)
     if language_model is None or hasattr(language_model, "generate"):
         return
     if "prepare_inputs_for_generation" not in dir(language_model):
         return
-    from transformers import GenerationConfig, GenerationMixin
+    import functools
 
-    base = type(language_model)
-    language_model.__class__ = type(base.__name__, (base, GenerationMixin), {"__module__": base.__module__})
-    if getattr(language_model, "generation_config", None) is None:  # set at init only for generative classes
-        language_model.generation_config = GenerationConfig.from_model_config(language_model.config)
+    from medmim_eval.adapters.legacy_decoding import legacy_generate
+
+    language_model.generate = functools.partial(legacy_generate, language_model)
 
 
 class HFInternVLAdapter:
@@ -144,6 +149,7 @@ class HFInternVLAdapter:
         extra: dict[str, Any] = {}
         if self.mode == "remote":
             extra["remote_code"] = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.py"))}
+            extra["question"] = INTERNVL2_QUESTION.tag
         return checkpoint_fingerprint("hf-internvl", self.path, self.lineage, mode=self.mode,
                                       dtype=self.where.dtype_name, max_images=self.max_images,
                                       max_tiles=self.max_tiles, tile_size=self.tile_size, **extra)
@@ -162,7 +168,8 @@ class HFInternVLAdapter:
         """The text the model is given: the question for ``model.chat`` (remote) or the templated prompt."""
         n = len(sample.prompt.images)
         if self.mode == "remote":
-            text, token = render_content(INTERNVL2_QUESTION, sample.prompt), IMAGE_PLACEHOLDER
+            fmt = INTERNVL2_SINGLE if n == 1 else INTERNVL2_QUESTION
+            text, token = render_content(fmt, sample.prompt), IMAGE_PLACEHOLDER
         else:
             text = self.processor.apply_chat_template(self._messages(sample), add_generation_prompt=True,
                                                       tokenize=False)

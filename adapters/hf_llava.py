@@ -6,7 +6,8 @@ exactly one image token per image at the image's position, and the processor exp
 the image's patch tokens, so images reach the model in prompt order. Batches are left-padded and
 may mix image counts. Decoding is greedy unless ``settings.temperature`` > 0, stopping at the
 tokenizer's eos and the format's stop tokens (``<|eot_id|>`` for Llama-3). ``llava_med_mistral``
-pads each image to a square with the processor's mean colour (LLaVA ``image_aspect_ratio: pad``).
+pads each image to a square with the processor's mean colour as LLaVA's ``process_images`` does
+(``image_aspect_ratio: pad``; see :func:`.hf_common.load_llava_padded`).
 A prompt with more than ``max_images`` images is answered with ``TooManyImagesError``, one whose
 text carries stray image tokens with ``MedmimError``: nothing is dropped or truncated. Options:
 see :mod:`.hf_plugin`; shared machinery: :mod:`.hf_common`.
@@ -19,8 +20,8 @@ from typing import Any, Sequence
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
 from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, file_sha256, generate_answers, input_device,
-                                            load_model, load_rgb, pad_to_square, placement, read_lineage,
-                                            stop_token_ids)
+                                            load_llava_padded, load_model, load_rgb, pad_to_square, placement,
+                                            read_lineage, stop_token_ids)
 from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_llava, default_format
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import PromptFormat, get_format, render_prompt
@@ -67,23 +68,19 @@ class HFLlavaAdapter:
             raise MedmimError(f"hf-llava: the tokenizer's {self.format.image_token} is id {image_id}, the model "
                               f"expects {self.model.config.image_token_id}")
         self.eos_ids = self._eos_ids()
-        mean = getattr(self.image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
-        self.pad_colour = tuple(int(round(float(m) * 255)) for m in mean)
 
     def _eos_ids(self) -> list[int]:
         return stop_token_ids(self.model, self.tokenizer, self.format)
 
     def fingerprint(self) -> dict[str, Any]:
-        return checkpoint_fingerprint("hf-llava", self.path, self.lineage, format=self.format.name,
+        return checkpoint_fingerprint("hf-llava", self.path, self.lineage, format=self.format.tag,
                                       dtype=self.placement.dtype_name, max_images=self.max_images)
 
     # --- preparing one prompt --------------------------------------------------------------------
     def _load_image(self, path: str) -> tuple[Any, str | None]:
-        pixels, note = load_rgb(path)
-        if self.format.name == "llava_med_mistral" and pixels.width != pixels.height:
-            pixels = pad_to_square(pixels, self.pad_colour)
-            note = ", ".join(filter(None, [note, f"padded to {pixels.width}x{pixels.height} with the mean colour"]))
-        return pixels, note
+        if self.format.name == "llava_med_mistral":
+            return load_llava_padded(path, getattr(self.image_processor, "image_mean", None))
+        return load_rgb(path)
 
     def prepare_sample(self, sample: Sample) -> Prepared:
         """The rendered text, the images in prompt order and the record; raises MedmimError if refused."""

@@ -14,6 +14,14 @@ TESTS = Path(__file__).parent
 CLI = str(Path(sys.executable).with_name("medmim-eval"))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/parity/ carries the ``parity`` marker (``pytest -m parity``). (No
+    conftest.py there: a second module named ``conftest`` would shadow ``from conftest import``.)"""
+    for item in items:
+        if (TESTS / "parity") in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.parity)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("home")

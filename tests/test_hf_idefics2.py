@@ -109,7 +109,8 @@ def test_run_end_to_end_answers_two_and_three_images_and_flags_a_fourth(ckpt: Pa
         assert record["sent"]["image_sizes"] == [[48, 48]] * n and record["sent"]["rendered_prompt_sha256"]
         assert record["tokens"]["prompt_tokens"] > n * TOKENS_PER_IMAGE
     fingerprint = json.loads((out / "manifest.json").read_text())["models"][0]["fingerprint"]
-    assert fingerprint["adapter"] == "hf-idefics2" and fingerprint["format"] == "idefics2"
+    assert fingerprint["adapter"] == "hf-idefics2" and fingerprint["format"] == "idefics2@2"
+    assert fingerprint["expansion"] == "mantis_idefics2_delta"  # tokens as Mantis's processor makes them
     assert fingerprint["weights"] and fingerprint["config_sha256"] and fingerprint["dtype"] == "float32"
 
 

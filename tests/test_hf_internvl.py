@@ -1,7 +1,8 @@
 """The ``hf-internvl`` adapter with real transformers classes on tiny InternVL checkpoints.
 
-The remote route runs against a stand-in for InternVL2's hub code (``tests/internvl_standin/``,
-loaded through ``auto_map`` with ``trust_remote_code=True``) that checks ``model.chat``'s contract.
+The remote route runs InternVL2's own remote code (copied from the reference folder into a tiny
+InternViT + InternLM2 checkpoint, loaded through ``auto_map`` with ``trust_remote_code=True``; skipped
+when the reference folder is absent). Its ``chat`` calls are recorded by a spy that passes them on.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from typing import Any, Iterator
 
 import pytest
 from conftest import run_cli
+from parity.references import internvl2_pythonpath
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_internvl import HFInternVLAdapter, ensure_generate, make_hf_internvl  # noqa: E402
+from medmim_eval.adapters.hf_internvl import HFInternVLAdapter, make_hf_internvl  # noqa: E402
 from medmim_eval.adapters.internvl_tiling import choose_grid, per_image_budget, tile_image  # noqa: E402
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError  # noqa: E402
 from medmim_eval.schema import ImagePart, Prompt, Sample, TextPart  # noqa: E402
@@ -75,7 +77,21 @@ def native(native_ckpt: Path) -> HFInternVLAdapter:
 
 @pytest.fixture(scope="session")
 def remote(remote_ckpt: Path, modules_cache: Path) -> HFInternVLAdapter:
-    return make_hf_internvl(str(remote_ckpt), {}, AdapterContext())
+    return recording(make_hf_internvl(str(remote_ckpt), {}, AdapterContext()))
+
+
+def recording(adapter: HFInternVLAdapter) -> HFInternVLAdapter:
+    """``adapter.model.last_chat``: the arguments of the last ``chat`` call, which still runs."""
+    real = adapter.model.chat
+
+    def chat(tokenizer: Any, pixel_values: Any, question: str, generation_config: dict[str, Any], **kwargs: Any) -> Any:
+        adapter.model.last_chat = {"question": question, "num_patches_list": list(kwargs.get("num_patches_list") or []),
+                                   "pixel_values": None if pixel_values is None else pixel_values.detach().cpu(),
+                                   "generation_config": dict(generation_config)}
+        return real(tokenizer, pixel_values, question, generation_config, **kwargs)
+
+    adapter.model.chat = chat
+    return adapter
 
 
 def sample(paths: list[str], key: str = "k", order: list[int] | None = None) -> Sample:
@@ -133,6 +149,8 @@ def test_a_wide_image_is_two_tiles_and_a_thumbnail() -> None:
 
 # --- prompts -------------------------------------------------------------------------------------
 def test_remote_question_labels_each_image(remote: HFInternVLAdapter, images: list[str]) -> None:
+    # One image: InternVL2's single-image form, unlabelled (tests/parity checks both against its code).
+    assert remote.render(sample(images[:1])) == "<image>\nWhich image is brightest?\nA: first\nB: second\n"
     assert remote.render(sample(images[:2])) == (
         "Image-1: <image>\nImage-2: <image>\nWhich image is brightest?\nA: first\nB: second\n")
     assert remote.render(sample(images[:3])) == (
@@ -175,7 +193,7 @@ def test_remote_chat_gets_the_tiles_in_prompt_order(remote: HFInternVLAdapter, i
 
 
 def test_tile_budget_is_shared_so_three_images_fit(remote_ckpt: Path, images: list[str]) -> None:
-    tight = make_hf_internvl(str(remote_ckpt), {"max_tiles": "6"}, AdapterContext())
+    tight = recording(make_hf_internvl(str(remote_ckpt), {"max_tiles": "6"}, AdapterContext()))
     wide = [images[0]] * 3  # 2:1 images: 2x1 + thumbnail each when allowed 2 tiles
     result = generate(tight, [sample(wide)])[0]
     assert isinstance(result, GenerationResult), result
@@ -183,7 +201,7 @@ def test_tile_budget_is_shared_so_three_images_fit(remote_ckpt: Path, images: li
     assert "max_tiles=6 over 3 image(s): at most 2 each" in result.sent.notes[0]  # type: ignore[union-attr]
     alone = generate(tight, [sample(wide[:1])])[0]
     assert isinstance(alone, GenerationResult) and tight.model.last_chat["num_patches_list"] == [3]
-    tiny_budget = make_hf_internvl(str(remote_ckpt), {"max_tiles": "2"}, AdapterContext())
+    tiny_budget = recording(make_hf_internvl(str(remote_ckpt), {"max_tiles": "2"}, AdapterContext()))
     assert isinstance(generate(tiny_budget, [sample(wide)])[0], GenerationResult)
     assert tiny_budget.model.last_chat["num_patches_list"] == [1, 1, 1]  # at least one tile, never none
 
@@ -236,7 +254,10 @@ def test_fingerprint_hashes_files_and_reads_lineage(native_ckpt: Path, tmp_path:
     assert print_["lineage"] == {"recipe": "sft", "base": "tiny"} and print_["mode"] == "native"
     assert set(print_["weights"]) == {"model.safetensors"} and len(print_["config_sha256"]) == 64
     assert print_["dtype"] == "float32"
-    assert set(remote.fingerprint()["remote_code"]) == {"configuration_internvl_chat.py", "modeling_internvl_chat.py"}
+    assert set(remote.fingerprint()["remote_code"]) == {"configuration_internvl_chat.py", "modeling_internvl_chat.py",
+                                                        "configuration_intern_vit.py", "modeling_intern_vit.py",
+                                                        "tokenization_internlm2.py"}
+    assert remote.fingerprint()["question"] == "internvl2_chat@2"  # revision 2: one image is unlabelled
     (copy / "medmim_lineage.json").write_text("[1, 2]")
     with pytest.raises(MedmimError, match="medmim_lineage.json"):
         make_hf_internvl(str(copy), {}, AdapterContext())
@@ -273,38 +294,31 @@ def test_prerequisites_name_the_fix(native_ckpt: Path, remote_ckpt: Path, tmp_pa
         make_hf_internvl(str(native_ckpt), {}, AdapterContext())
 
 
-def test_language_model_without_generate_gets_it() -> None:
-    """InternLM2's remote class has prepare_inputs_for_generation but no GenerationMixin (transformers >= 4.50)."""
+def test_internlm2_without_generate_decodes_as_plain_greedy(remote: HFInternVLAdapter) -> None:
+    """InternLM2's remote class has no GenerationMixin (transformers >= 4.50) and a legacy tuple cache
+    (transformers 5's loop breaks it); the decoding loop it is given reuses the cache exactly: the
+    same tokens as recomputing the whole sequence each step, and a left-padded row as alone."""
     import torch
-    from transformers import GenerationMixin, Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
-    from transformers.modeling_outputs import CausalLMOutputWithPast
 
-    class LegacyCausalLM(Qwen2PreTrainedModel):
-        def __init__(self, config: Qwen2Config) -> None:
-            super().__init__(config)
-            self.model = Qwen2Model(config)
-            self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-            self.post_init()
-
-        def forward(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
-                    past_key_values: Any = None, inputs_embeds: Any = None, use_cache: Any = None,
-                    **kwargs: Any) -> CausalLMOutputWithPast:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             cache=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache)
-            return CausalLMOutputWithPast(logits=self.lm_head(out.last_hidden_state),
-                                          past_key_values=out.past_key_values)
-
-        def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> Any:
-            return GenerationMixin.prepare_inputs_for_generation(self, *args, **kwargs)
-
-    config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=50)
-    holder = torch.nn.Module()
-    holder.language_model = LegacyCausalLM(config).eval()
-    assert not hasattr(holder.language_model, "generate")
-    ensure_generate(holder)
-    out = holder.language_model.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=3, do_sample=False)
-    assert out.shape == (1, 6) and type(holder.language_model).__name__ == "LegacyCausalLM"
+    lm = remote.model.language_model
+    assert "legacy_generate" in repr(lm.generate)
+    tokenizer = remote.tokenizer
+    ids = tokenizer("<|im_start|>user\nWhich image is brightest?<|im_end|>", return_tensors="pt")["input_ids"]
+    new = lm.generate(input_ids=ids, max_new_tokens=6, eos_token_id=[-1])
+    sequence = ids
+    with torch.no_grad():
+        for _ in range(6):
+            logits = lm(input_ids=sequence, use_cache=False).logits[:, -1]
+            sequence = torch.cat([sequence, logits.argmax(-1, keepdim=True)], dim=1)
+    assert new.tolist() == sequence[:, ids.shape[1]:].tolist()
+    short = tokenizer("<|im_start|>user\nfirst<|im_end|>", return_tensors="pt")["input_ids"]
+    width = ids.shape[1]
+    padded = torch.cat([torch.full((1, width - short.shape[1]), 2), short], dim=1)
+    mask = torch.cat([torch.zeros(1, width - short.shape[1], dtype=torch.long), torch.ones_like(short)], dim=1)
+    both = lm.generate(input_ids=torch.cat([padded, ids]), attention_mask=torch.cat([mask, torch.ones_like(ids)]),
+                       max_new_tokens=4, eos_token_id=[-1])
+    alone = lm.generate(input_ids=short, max_new_tokens=4, eos_token_id=[-1])
+    assert both[0].tolist() == alone[0].tolist() and both[1].tolist() == new[0, :4].tolist()
 
 
 def test_internvl2_8b_resolves_to_the_remote_route_without_vllm(remote_ckpt: Path, tmp_path: Path,
@@ -351,7 +365,8 @@ def test_run_answers_two_and_three_images_and_flags_a_fourth(which: str, native_
     task = image_task(tmp_path / "imgs", [2, 3, 4])
     out = tmp_path / "run"
     result = run_cli("run", "--models", f"hf-internvl:{ckpt}", "--tasks", str(task), "--max-new-tokens", "4",
-                     "--output", str(out), "--quiet", env={"HF_MODULES_CACHE": str(tmp_path / "modules")})
+                     "--output", str(out), "--quiet", env={"HF_MODULES_CACHE": str(tmp_path / "modules")},
+                     pythonpath=internvl2_pythonpath() if which == "remote" else None)
     assert "Traceback" not in result.stderr, result.stderr
     lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
     done = {r["n_images"]: r for r in lines}

@@ -41,7 +41,8 @@ def adapter(ckpt: Path) -> HFLlavaAdapter:
 
 def test_the_checkpoint_loads_and_the_prompt_is_the_mantis_format(adapter: HFLlavaAdapter, images: list[str]) -> None:
     text, loaded, record = adapter.prepare_sample(sample(images[:2]))
-    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    assert text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate chatbot who always responds in pirate speak!<|eot_id|>"
+                    "<|start_header_id|>user<|end_header_id|>\n\n"
                     "(image 1: <Image><image></Image>)(image 2: <Image><image></Image>)"
                     "Which image is brightest?\nA: first\nB: second\n"
                     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
@@ -74,7 +75,7 @@ def test_too_many_images_is_an_error_not_a_truncation(adapter: HFLlavaAdapter, i
 def test_llava_med_format_pads_to_square(ckpt: Path, images: list[str]) -> None:
     med = make_hf_llava(str(ckpt), {"format": "llava_med_mistral", "batch": "2"}, AdapterContext())
     text, loaded, record = med.prepare_sample(sample(images[1:3]))
-    assert text == "[INST] <image>\n<image>\nWhich image is brightest?\nA: first\nB: second\n [/INST]"
+    assert text == "[INST] <image>\n<image>\nWhich image is brightest?\nA: first\nB: second [/INST]"  # stripped, as model_vqa.py
     assert all(im.width == im.height == 56 or im.width == im.height == 48 for im in loaded)
     assert any("padded to" in note for note in record.notes)
     result = generate(med, [sample(images[1:3])], tokens=4)[0]
@@ -153,7 +154,7 @@ def test_llava_med_port_gets_the_mistral_format_by_default(med: HFLlavaAdapter, 
     assert med.format.name == "llava_med_mistral"  # a Mistral text model implies it
     assert med.model.config.vision_feature_select_strategy == "default" and med.model.config.vision_feature_layer == -2
     text, loaded, record = med.prepare_sample(sample(images[:2]))
-    assert text == "[INST] <image>\n<image>\nWhich image is brightest?\nA: first\nB: second\n [/INST]"
+    assert text == "[INST] <image>\n<image>\nWhich image is brightest?\nA: first\nB: second [/INST]"
     # The checkpoint's chat template (the bundled LLaVA-Med one) renders BOS + the same string.
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": QUESTION}]}]
     assert med.processor.apply_chat_template(messages, add_generation_prompt=True) == "<s>" + text
@@ -165,7 +166,7 @@ def test_llava_med_port_gets_the_mistral_format_by_default(med: HFLlavaAdapter, 
 
 def test_llava_med_port_renders_three_interleaved_images(med: HFLlavaAdapter, images: list[str]) -> None:
     text, loaded, record = med.prepare_sample(sample(images[:3], order=[1, 2, 0], text_first="Prior: "))
-    assert text == "[INST] Prior: <image>\n<image>\n<image>\nWhich image is brightest?\nA: first\nB: second\n [/INST]"
+    assert text == "[INST] Prior: <image>\n<image>\n<image>\nWhich image is brightest?\nA: first\nB: second [/INST]"
     assert record.image_order == [1, 2, 0] and [im.size for im in loaded] == [(48, 48), (56, 56), (48, 48)]
     result = generate(med, [sample(images[:3], order=[1, 2, 0], text_first="Prior: ")], tokens=4)[0]
     assert isinstance(result, GenerationResult) and result.sent.image_sizes == [(64, 64)] * 3  # type: ignore[union-attr]

@@ -101,7 +101,8 @@ CONTENT = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Which
 
 def test_mantis_template_renders_the_mantis_interleaved_format() -> None:
     text = _render("mantis_llama3", CONTENT, bos="<|begin_of_text|>")
-    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    assert text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate chatbot who always responds in pirate speak!<|eot_id|>"
+                    "<|start_header_id|>user<|end_header_id|>\n\n"
                     "(image 1: <Image><image></Image>)(image 2: <Image><image></Image>)"
                     "Which scan is newer?\nA: first\nB: second<|eot_id|>"
                     "<|start_header_id|>assistant<|end_header_id|>\n\n")
@@ -116,8 +117,9 @@ def test_llava_med_and_internvl_templates() -> None:
     assert _render("llava_med_mistral", CONTENT) == expected
     internvl = _render("internvl2_internlm2", CONTENT)
     assert internvl.startswith("<s><|im_start|>system\n")
-    assert internvl.endswith("<|im_start|>user\nImage-1: <image>\nImage-2: <image>\nWhich scan is newer?\nA: first\nB: second"
-                             "<|im_end|>\n<|im_start|>assistant\n")
+    # internlm2-chat has no newline after <|im_end|> (tests/parity checks it against InternVL2's code).
+    assert internvl.endswith("助手。<|im_end|><|im_start|>user\nImage-1: <image>\nImage-2: <image>\nWhich scan is newer?"
+                             "\nA: first\nB: second<|im_end|><|im_start|>assistant\n")
     with pytest.raises(MedmimError, match="no bundled chat template"):
         registry.bundled_template("nope")
 

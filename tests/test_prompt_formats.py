@@ -13,10 +13,12 @@ THREE = Prompt(parts=[TextPart(text="Prior:"), ImagePart(index=0, path="a.png"),
                       ImagePart(index=1, path="b.png"), ImagePart(index=2, path="c.png"), TextPart(text="Change?")])
 
 EXPECTED = {
-    ("mantis_llama3", 2): "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    ("mantis_llama3", 2): "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate chatbot who always responds in pirate speak!<|eot_id|>"
+                          "<|start_header_id|>user<|end_header_id|>\n\n"
                           "(image 1: <Image><image></Image>)(image 2: <Image><image></Image>)Which is larger?"
                           "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-    ("mantis_llama3", 3): "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    ("mantis_llama3", 3): "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate chatbot who always responds in pirate speak!<|eot_id|>"
+                          "<|start_header_id|>user<|end_header_id|>\n\n"
                           "Prior:(image 1: <Image><image></Image>) now:(image 2: <Image><image></Image>)"
                           "(image 3: <Image><image></Image>)Change?"
                           "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
@@ -28,7 +30,7 @@ EXPECTED = {
 RESPONSE_END = {
     "mantis_llama3": "B: second<|eot_id|>",
     "llava_med_mistral": " B: second</s>",
-    "idefics2": " B: second<end_of_utterance>\n",
+    "idefics2": "B: second<end_of_utterance>\n",  # no space after the cue: Mantis's conv_idefics_2
 }
 
 
@@ -47,9 +49,13 @@ def test_training_text_extends_the_evaluation_prompt(name: str, n: int) -> None:
     assert text.response == RESPONSE_END[name]
 
 
-def test_no_system_prompt_and_stop_tokens() -> None:
+def test_mantis_carries_the_system_turn_of_its_llama_3_template_and_stop_tokens() -> None:
     mantis = get_format("mantis_llama3")
-    assert "system" not in render_prompt(mantis, TWO) and "pirate" not in render_prompt(mantis, TWO)
+    # Mantis trains and evaluates Llama-3 checkpoints with this system turn (tests/parity checks the
+    # full text against mantis-vl); revision 2 keeps answers cached for revision 1 from being reused.
+    assert render_prompt(mantis, TWO).startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+                                                 "You are a pirate chatbot who always responds in pirate speak!<|eot_id|>")
+    assert mantis.tag == "mantis_llama3@2" and get_format("idefics2").tag == "idefics2@2"
     assert mantis.stop_strings == ("<|eot_id|>",) and mantis.bos_in_text
     assert not get_format("llava_med_mistral").bos_in_text
 

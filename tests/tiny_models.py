@@ -149,7 +149,7 @@ IDEFICS2_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
-CLIP_MISTRAL_VERSION = "1"
+CLIP_MISTRAL_VERSION = "2"  # 2: the bundled LLaVA-Med template strips the user text
 IDEFICS2_VERSION = "1"
 IDEFICS2_LATENTS = 8  # image tokens per image (the perceiver's latents; 64 in Mantis-8B-Idefics2)
 

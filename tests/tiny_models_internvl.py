@@ -6,11 +6,14 @@ Qwen2 text model) with an ``InternVLProcessor`` layout on disk (``GotOcr2ImagePr
 tiling, a tokenizer carrying ``<img>``, ``</img>``, ``<IMG_CONTEXT>`` and the chat template of the
 ``-hf`` InternVL conversions: each image -> ``<IMG_CONTEXT>\\n``).
 
-``tiny_internvl_remote()``: the same weights as an InternVL2-style remote-code checkpoint:
-``architectures: [InternVLChatModel]``, ``model_type: internvl_chat``, ``auto_map`` pointing at the
-stand-in modules in ``tests/internvl_standin/`` (copied into the folder), and InternVL2's
-preprocessing keys (``force_image_size``, ``max_dynamic_patch``, ``use_thumbnail``, ``template``).
-The stand-in is not InternVL2's hub code; see its docstring.
+``tiny_internvl_remote()``: an InternVL2-8B-layout remote-code checkpoint that runs InternVL2's
+own code: ``modeling_internvl_chat.py``, ``configuration_internvl_chat.py``, the InternViT modules
+and ``tokenization_internlm2.py`` copied unchanged from the reference folder
+(OpenGVLab/InternVL, see its PROVENANCE.md) and named in ``auto_map``; their absolute imports
+(``internvl.conversation``, ``internvl.model.internlm2``) resolve to the same folder, put on
+``sys.path`` by ``parity.references.internvl2_importable`` (which also names the two stand-ins for
+imports this environment lacks). Random tiny weights (InternViT + InternLM2), the ``internlm2-chat``
+template and InternVL2's preprocessing keys.
 """
 from __future__ import annotations
 
@@ -21,12 +24,10 @@ from pathlib import Path
 
 from tiny_models import _cached, _corpus
 
-VERSION = "2"
+VERSION = "3"  # 3: the remote checkpoint runs InternVL2's own code (was a stand-in)
 TILE, PATCH, TOKENS_PER_TILE = 32, 8, 4  # (32 / 8)^2 patches, pixel shuffle 0.5 -> 4 tokens
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", "<img>", "</img>",
                   "<IMG_CONTEXT>", "<video>"]
-STANDIN = Path(__file__).parent / "internvl_standin"
-STANDIN_FILES = ("configuration_internvl_chat.py", "modeling_internvl_chat.py")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -107,29 +108,88 @@ def _build_native(folder: Path, seed: int) -> None:
     (folder / "medmim_tiny.json").write_text(json.dumps({"version": VERSION, "kind": "internvl-native", "seed": seed}))
 
 
+def internlm2_tokenizer(folder: Path):  # type: ignore[no-untyped-def]
+    """A tiny InternLM2 tokenizer: InternVL2's own ``InternLM2Tokenizer`` (slow, sentencepiece, as its
+    eval code loads it with ``use_fast=False``) over a sentencepiece BPE model trained here on the
+    test corpus, with InternLM2-chat's ``<|im_start|>`` / ``<|im_end|>`` inside the model (as in
+    InternLM2) and InternVL2-8B's added image tokens. ``folder`` receives ``tokenizer.model``."""
+    import io
+
+    import sentencepiece as spm
+    from internvl.model.internlm2.tokenization_internlm2 import InternLM2Tokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(_corpus()), model_writer=model, vocab_size=600,
+                                   model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   user_defined_symbols=["<|im_start|>", "<|im_end|>"], character_coverage=1.0,
+                                   add_dummy_prefix=False, remove_extra_whitespaces=False,
+                                   normalization_rule_name="identity", minloglevel=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    tokenizer = InternLM2Tokenizer(str(folder / "tokenizer.model"))
+    tokenizer.add_tokens(INTERNVL2_ADDED, special_tokens=True)
+    return tokenizer
+
+
+INTERNVL2_ADDED = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
+REMOTE_FILES = {"configuration_internvl_chat.py": "model/internvl_chat", "modeling_internvl_chat.py": "model/internvl_chat",
+                "configuration_intern_vit.py": "model/internvl_chat", "modeling_intern_vit.py": "model/internvl_chat",
+                "tokenization_internlm2.py": "model/internlm2"}
+
+
+def remote_config(vocab_size: int):  # type: ignore[no-untyped-def]
+    """InternVL2-8B's layout, shrunk: InternViT (32-px tiles, 8-px patches, pixel shuffle 0.5 -> 4
+    tokens per tile) and InternLM2 (with InternVL2-8B's dynamic rope scaling), the ``internlm2-chat``
+    template, dynamic tiling with thumbnail, at most 12 tiles."""
+    from internvl.model.internvl_chat import InternVLChatConfig
+
+    return InternVLChatConfig(
+        vision_config={"architectures": ["InternVisionModel"], "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": TILE, "patch_size": PATCH,
+                       "drop_path_rate": 0.0, "qkv_bias": True, "norm_type": "layer_norm"},
+        llm_config={"architectures": ["InternLM2ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+                    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                    "vocab_size": vocab_size, "max_position_embeddings": 4096, "bos_token_id": 1,
+                    "eos_token_id": 2, "pad_token_id": 2, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+        template="internlm2-chat", force_image_size=TILE, downsample_ratio=0.5, dynamic_image_size=True,
+        use_thumbnail=True, ps_version="v2", min_dynamic_patch=1, max_dynamic_patch=12, select_layer=-1)
+
+
 def _build_remote(folder: Path, seed: int) -> None:
-    tokenizer = _tokenizer()
-    tokenizer.chat_template = None  # InternVL2 builds its prompt in model.chat, not from a template
-    model = _model(tokenizer, seed)
-    model.save_pretrained(folder)
-    # save_pretrained writes the legacy InternVL key layout, which transformers maps back only for
-    # model_type "internvl"; the stand-in class loads its own module names.
+    import torch
+    from internvl.model.internvl_chat import InternVLChatModel
+
+    tokenizer = internlm2_tokenizer(folder)
+    torch.manual_seed(seed)
+    model = InternVLChatModel(remote_config(len(tokenizer)), use_flash_attn=False)
+    with torch.no_grad():  # larger than default weights: answers depend visibly on the pixels
+        for name, param in model.named_parameters():
+            if name.startswith("mlp1") and param.dim() == 2:
+                param.normal_(0.0, 0.5)
+    # save_pretrained of transformers 5 expects _tied_weights_keys as a dict (InternLM2's is a list).
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file({k: v.contiguous() for k, v in model.to(torch.bfloat16).state_dict().items()},
+              str(folder / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    for name in STANDIN_FILES:
-        shutil.copy(STANDIN / name, folder / name)
+    for name, where in REMOTE_FILES.items():
+        shutil.copy(REFERENCE_PACKAGE() / where / name, folder / name)
     config = json.loads((folder / "config.json").read_text())
-    config.update({
-        "architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
-        "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
-                     "AutoModel": "modeling_internvl_chat.InternVLChatModel"},
-        "template": "internlm2-chat", "force_image_size": TILE, "max_dynamic_patch": 12, "min_dynamic_patch": 1,
-        "use_thumbnail": True, "dynamic_image_size": True, "ps_version": "v2"})
+    config["auto_map"] = {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+                          "AutoModel": "modeling_internvl_chat.InternVLChatModel"}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["auto_map"] = {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     (folder / "medmim_tiny.json").write_text(json.dumps({"version": VERSION, "kind": "internvl-remote", "seed": seed}))
+
+
+def REFERENCE_PACKAGE() -> Path:  # noqa: N802 - reads like the folder it names
+    """``<reference>/internvl2/internvl_chat/internvl``, importable (see ``internvl2_importable``), or skip."""
+    from parity.references import internvl2_importable
+
+    return internvl2_importable() / "internvl"
 
 
 def tiny_internvl(seed: int = 0) -> Path:
@@ -138,9 +198,11 @@ def tiny_internvl(seed: int = 0) -> Path:
 
 
 def tiny_internvl_remote(seed: int = 0) -> Path:
-    """The folder of the tiny InternVL2-style remote-code checkpoint (stand-in modules, see above);
-    an edit of the stand-in modules makes a new one."""
-    digest = hashlib.sha256(b"".join((STANDIN / n).read_bytes() for n in STANDIN_FILES)).hexdigest()[:8]
+    """The folder of the tiny InternVL2-8B-layout checkpoint that runs InternVL2's own remote code
+    (copied from the reference folder; skip when it is absent); new reference files make a new one."""
+    package = REFERENCE_PACKAGE()
+    digest = hashlib.sha256(b"".join((package / where / name).read_bytes()
+                                     for name, where in REMOTE_FILES.items())).hexdigest()[:8]
     return _cached(f"internvl-remote-v{VERSION}-{digest}-s{seed}", lambda folder: _build_remote(folder, seed))
 
 

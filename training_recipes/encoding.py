@@ -4,9 +4,13 @@ The prompt is rendered by :func:`medmim_eval.prompt_formats.render_training` and
 checkpoint's own processor exactly as the in-process adapters encode an evaluation prompt (same
 text, same images, same preprocessing, same special-token rule), so the model trains on the very
 token sequence it is evaluated on. The response (the format's response prefix, the assistant turn
-and the end marker) is tokenized on its own and appended; its tokens are the only labels, every
-prompt and image token is ``-100``. Tokenizing the two pieces separately keeps the boundary exact:
-no BPE merge can straddle the prompt and the response.
+and the end marker) is tokenized as the continuation of the prompt's last plain-text stretch (the
+text after its last special token) and appended; its tokens are the only labels, every prompt and
+image token is ``-100``. Tokenizing it as a continuation gives the ids of the whole text as the
+authors' training code tokenizes it (a sentencepiece tokenizer would otherwise put a word-start
+``▁`` before a response tokenized alone); where a BPE merge would straddle the prompt and the
+response, the response is tokenized alone instead, so the prompt ids always stay exactly the
+evaluation ids.
 """
 from __future__ import annotations
 
@@ -23,13 +27,11 @@ FAMILIES = ("llava", "idefics2")
 def load_image(path: str, fmt: PromptFormat, image_processor: Any) -> Any:
     """One image as the in-process adapters load it: 8-bit RGB, padded to a square with the
     processor's mean colour for ``llava_med_mistral``."""
-    from medmim_eval.adapters.hf_common import load_rgb, pad_to_square
+    from medmim_eval.adapters.hf_common import load_llava_padded, load_rgb
 
-    pixels = load_rgb(path)[0]
-    if fmt.name == "llava_med_mistral" and pixels.width != pixels.height:
-        mean = getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
-        pixels = pad_to_square(pixels, tuple(int(round(float(m) * 255)) for m in mean))
-    return pixels
+    if fmt.name == "llava_med_mistral":
+        return load_llava_padded(path, getattr(image_processor, "image_mean", None))[0]
+    return load_rgb(path)[0]
 
 
 class ExampleEncoder:
@@ -44,11 +46,25 @@ class ExampleEncoder:
 
     def encode_prompt(self, text: str, images: list[Any]) -> Any:
         """The processor output for one prompt (what evaluation feeds the model before generating)."""
+        from medmim_eval.adapters.hf_common import idefics2_inputs
+
         special = not self.fmt.bos_in_text
         if self.family == "llava":
             return self.processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=special)
-        return self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
-                              add_special_tokens=special)
+        return idefics2_inputs(self.processor, [text], [images] if images else None, add_special_tokens=special,
+                               padding=False)
+
+    def continuation_ids(self, prompt: str, response: str) -> list[int]:
+        """The ids ``response`` gets when tokenized right after ``prompt`` (see the module docstring)."""
+        def ids(text: str) -> list[int]:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        cut = max((prompt.rfind(t) + len(t) for t in self.tokenizer.all_special_tokens if t and t in prompt), default=0)
+        tail = prompt[cut:]
+        if not tail:
+            return ids(response)
+        head, both = ids(tail), ids(tail + response)
+        return both[len(head):] if both[:len(head)] == head else ids(response)
 
     def __call__(self, example: TrainExample) -> dict[str, Any]:
         import torch
@@ -60,7 +76,7 @@ class ExampleEncoder:
             prompt = self.encode_prompt(rendered.prompt, images)
         except ValueError as exc:
             raise DataError(f"{example.label}: the processor refused the prompt ({exc})") from None
-        response_ids = self.tokenizer(rendered.response, add_special_tokens=False)["input_ids"]
+        response_ids = self.continuation_ids(rendered.prompt, rendered.response)
         prompt_ids = prompt["input_ids"][0]
         input_ids = torch.cat([prompt_ids, torch.tensor(response_ids, dtype=prompt_ids.dtype)])
         if self.max_length and len(input_ids) > self.max_length:

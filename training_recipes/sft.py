@@ -196,7 +196,7 @@ def run_sft(request: TrainRequest, family: str, defaults: dict[str, Any] | None 
 
     state = process_state()
     output = request.output.expanduser().resolve()
-    plan = plan_of(request, family, fmt.name, config, data, base)
+    plan = plan_of(request, family, fmt.tag, config, data, base)
     resume, finished = None, False
     if state.is_main_process:
         resume, finished = run_dir.prepare_folder(output, plan, request.restart, True)

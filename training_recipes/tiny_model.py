@@ -21,12 +21,12 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from medmim_eval.prompt_formats import IMAGE_TOKEN, get_format
+from medmim_eval.prompt_formats import IMAGE_TOKEN, MANTIS_LLAMA3_SYSTEM, get_format
 
 PROMPT_FORMAT = "mantis_llama3"
 BOS, EOS, PAD = "<|begin_of_text|>", "<|eot_id|>", "<pad>"
 SPECIAL_TOKENS = (PAD, BOS, "<|start_header_id|>", "<|end_header_id|>", EOS, IMAGE_TOKEN)
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 2: mantis_llama3 revision 2 (Mantis's system turn); 3: vision width 128
 
 # The architecture (about 1.0 M parameters). 64 x 64 px images in 16 x 16 patches give 16 image
 # tokens per image ("full" feature strategy: SigLIP has no CLS token). The BPE may merge across
@@ -87,6 +87,8 @@ TINY_TRAINING: dict[str, Any] = {
 # exactly what render_prompt renders.
 CHAT_TEMPLATE = (
     "{% set ns = namespace(n=0) %}{{ bos_token }}"
+    "{% if messages[0]['role'] != 'system' %}"
+    "{{ '<|start_header_id|>system<|end_header_id|>\n\n" + MANTIS_LLAMA3_SYSTEM + "<|eot_id|>' }}{% endif %}"
     "{% for message in messages %}"
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
