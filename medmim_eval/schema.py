@@ -93,6 +93,14 @@ class ModelError(BaseModel):
     attempts: int = 1
 
 
+class ExtractionRecord(BaseModel):
+    """How a closed answer was extracted: the rule version, the step that decided (or why none did), the evidence."""
+
+    rule_version: str
+    rule: str
+    detail: str
+
+
 class SampleRecord(BaseModel):
     """One line of ``samples.jsonl``: a sample answered (or failed) by one model."""
 
@@ -111,6 +119,9 @@ class SampleRecord(BaseModel):
     sent: PromptRecord | None = None
     output: str | None = None
     extracted: str | None = None
+    # Closed samples: the options shown and how the answer was extracted (absent in records before rule v3).
+    options: dict[str, str] | None = None
+    extraction: ExtractionRecord | None = None
     correct: bool | None = None
     scores: dict[str, float] = Field(default_factory=dict)
     scores_pending: list[str] = Field(default_factory=list)
