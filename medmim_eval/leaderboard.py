@@ -286,12 +286,12 @@ class LeaderboardView:
 
 def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False) -> LeaderboardView:
     """Load runs and build their tables and footer (metric definitions, CI method, warnings)."""
-    from medmim_eval.exports.metric_notes import footer_lines, not_scored_lines
+    from medmim_eval.exports.metric_notes import footer_lines, judge_lines, not_scored_lines
 
     runs = load_runs(run_dirs, by_source=by_source)
     view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source)
     view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
-    view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs)
+    view.footer = footer_lines(runs, ci=ci) + judge_lines(runs) + not_scored_lines(runs)
     return view
 
 

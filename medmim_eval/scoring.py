@@ -86,11 +86,13 @@ def _cell(model: str, task: str, kind: str, source: str | None, items: list[Samp
             metrics = {n: sum(r.scores.get(n, 0.0) for r in scored) / len(scored) for n in names}
             score = metrics.get("open_score")
             values = [r.scores.get("open_score", 0.0) for r in scored]
+    asked = [r.judge for r in scored if r.judge is not None]
     clusters = [r.image_set or r.key for r in scored]
     interval = cluster_bootstrap_ci(values, clusters, bootstrap) if score is not None else None
     return ResultCell(
         model=model, task=task, kind=kind, source=source, n=len(items), n_scored=len(scored), score=score,
         unparseable_rate=unparseable, errors=len(items) - len(scored), metrics=metrics, chance=chance,
         chance_normalised=normalised, ci_low=interval[0] if interval else None,
-        ci_high=interval[1] if interval else None, n_clusters=len(set(clusters)),
+        ci_high=interval[1] if interval else None, n_clusters=len(set(clusters)), judge_asked=len(asked),
+        judged=sum(j.outcome == "decided" for j in asked), judge_failed=sum(j.outcome == "failed" for j in asked),
     )

@@ -13,7 +13,10 @@ from medmim_eval.errors import MedmimError
 @click.option("--sample", "key", required=True, help="Sample key (the `key` field of samples.jsonl).")
 @click.option("--model", help="Only this model's record (default: every model that answered the sample).")
 def explain(run_dir: Path, key: str, model: str | None) -> None:
-    """Print a sample's reply, its options and which extraction rule decided its answer (or why none did)."""
+    """Print a sample's reply, its options and which extraction rule decided its answer (or why none did).
+
+    For runs with an LLM judge, the judge's verdict follows the rule's.
+    """
     from medmim_eval.extract import EXTRACTION_RULE_VERSION, decide_choice
     from medmim_eval.records import RecordStore, shard_paths
 
@@ -50,6 +53,14 @@ def explain(run_dir: Path, key: str, model: str | None) -> None:
                        f"would now give {now.answer} by {now.rule}: {now.detail}")
         else:
             click.echo("decided by: not recorded (a record written before rule v3)")
+        if record.judge is not None:
+            judge = record.judge
+            verdict = f"{judge.outcome} {judge.answer}" if judge.answer else judge.outcome
+            cached = ", from cache" if judge.cached else ""
+            click.echo(f"judge:     {judge.judge} (prompt v{judge.prompt_version}{cached}): {verdict}\n"
+                       f"           {judge.reason}")
+            if judge.reply is not None:
+                click.echo(f"judge reply: {judge.reply!r}")
         click.echo("")
 
 

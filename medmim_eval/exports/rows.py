@@ -24,6 +24,7 @@ COLUMNS: dict[str, str] = {
     "unparseable_rate": "closed: fraction (0-1) of scored answers naming no option",
     "errors": "samples that ended in a model error (not scored)",
     "too_many_images": "of errors: samples with more images than the model accepts (not sent, never truncated)",
+    "judged": "closed, runs with an LLM judge: answers the rule left unparseable that the judge mapped to an option",
 }
 
 
@@ -38,7 +39,7 @@ def long_rows(view: "LeaderboardView") -> list[dict[str, Any]]:
                 "n_scored": cell.n_scored, "score": cell.score, "ci_low": cell.ci_low, "ci_high": cell.ci_high,
                 "chance": cell.chance, "chance_normalised": cell.chance_normalised,
                 "unparseable_rate": cell.unparseable_rate, "errors": cell.errors,
-                "too_many_images": cell.too_many_images,
+                "too_many_images": cell.too_many_images, "judged": cell.judged,
             })
     rows.sort(key=lambda r: (r["model"], r["task"], r["kind"], r["source"] or "", r["run"]))
     return rows
