@@ -35,10 +35,10 @@ CASES = {
 }
 
 
-def _task(folder: Path) -> Path:
+def _task(folder: Path, source: str = "T") -> Path:
     Image.new("L", (8, 8), 40).save(folder / "a.png")
     Image.new("L", (8, 8), 220).save(folder / "b.png")
-    items = [{"id": name, "images": ["a.png", "b.png"], "source": "T", "conversation": [
+    items = [{"id": name, "images": ["a.png", "b.png"], "source": source, "conversation": [
         {"role": "user", "content": f"<image><image>Is the opacity there? ({name}) [[answer={reply}]]\nA: yes\nB: no\n"},
         {"role": "assistant", "content": f"{gold}: {OPTIONS[gold]}"}]} for name, (reply, gold, _) in CASES.items()]
     path = folder / "task.json"
@@ -300,3 +300,14 @@ def test_a_key_in_the_judge_spec_is_refused(servers: Servers, tmp_path: Path) ->
     assert not (tmp_path / "out").exists() or JUDGE_KEY not in "".join(
         p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
 
+
+
+def test_credentialed_replies_are_not_sent_to_a_remote_judge(servers: Servers, tmp_path: Path) -> None:
+    task = _task(tmp_path, source="EMBED_multichoice_x")
+    before = len(servers.model.chat_requests())
+    result = run_cli("run", "--models", f"openai:test-model,base_url={servers.model.url}", "--tasks", str(task),
+                     "--output", str(tmp_path / "out"), "--extractor", "llm=openai:judge-model,base_url=http://192.0.2.1/v1",
+                     env=servers.env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "refusing to send replies and options of EMBED" in result.stderr and "192.0.2.1" in result.stderr
+    assert len(servers.model.chat_requests()) == before
