@@ -7,8 +7,9 @@ Data-parallel (launched by torchrun or accelerate launch, see :mod:`medmim_eval.
 rank 0 first merges any record shards a killed run left; every rank then reads the same records,
 lists the pending samples of each model x task in file order and takes every ``world_size``-th one
 from its rank on, appending its records to its own shard. After generation the ranks exchange
-their status; rank 0 merges the shards into ``samples.jsonl``, computes the batched metrics
-(BERTScore) and writes ``results.json`` and the manifest. A rank that fails reports its error to
+their status; rank 0 merges the shards into ``samples.jsonl``, asks the optional extraction judge
+(:mod:`medmim_eval.extract_judge`) about closed answers the rule left unparseable, computes the
+batched metrics (BERTScore) and writes ``results.json`` and the manifest. A rank that fails reports its error to
 the others instead of leaving them waiting.
 """
 from __future__ import annotations
