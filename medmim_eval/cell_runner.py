@@ -11,7 +11,7 @@ from medmim_eval.errors import TooManyImagesError
 from medmim_eval.flags import TOO_MANY_IMAGES
 from medmim_eval.manifest import now
 from medmim_eval.schema import ModelError, PromptRecord, Sample, SampleRecord
-from medmim_eval.scoring import score_answer
+from medmim_eval.scoring import score_answer_explained
 
 if TYPE_CHECKING:
     from medmim_eval.runner import Runner
@@ -107,9 +107,10 @@ class CellRunner:
             error = ModelError(type=type(result).__name__, message=message[0] if message else "", attempts=attempts)
             sent = getattr(result, "sent", None)  # what the adapter sent, when its exception says so
             return SampleRecord(**base, error=error, sent=sent if isinstance(sent, PromptRecord) else None)
-        extracted, correct, scores = score_answer(sample, result.text, self.runner.scorer)
+        extracted, correct, scores, how = score_answer_explained(sample, result.text, self.runner.scorer)
         pending = self.runner.scorer.pending_components(result.text) if sample.kind == "open" else []
         return SampleRecord(
             **base, sent=result.sent, output=result.text, extracted=extracted, correct=correct,
+            options=dict(sample.options) if sample.kind == "closed" else None, extraction=how,
             scores=scores, scores_pending=pending, latency_s=round(latency, 6), tokens=result.tokens,
         )

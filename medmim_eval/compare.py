@@ -224,6 +224,7 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, settings: CompareSetti
     note = _version_note(base, cand, pairs)
     if note and not any(p.code == "metric-definitions" for p in result.problems):
         result.notes.append(note)
+    result.notes.extend(_judge_notes(base, cand, pairs))
     if result.problems and not settings.force:
         return result
     for pair in pairs:
@@ -293,12 +294,14 @@ def _relevant(definition: dict[str, Any], has_open: bool, versions: bool = False
     """The part of a metric definition that can change the compared scores.
 
     The ``open`` entry only matters when open questions are compared. Package ``versions`` entries
-    are left out unless asked for: like resuming a run, comparing is not blocked by a package
-    upgrade alone (it is reported as a note, see :func:`_version_note`).
+    and the LLM judge's ``endpoint`` are left out unless asked for: like resuming a run, comparing
+    is not blocked by a package upgrade or a judge at another address alone (it is reported as a
+    note, see :func:`_version_note`). The judge itself (``extraction_judge``: model, prompt
+    version) counts, so a judged run and an unjudged one are not comparable.
     """
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if versions or k != "versions"}
+            return {k: strip(v) for k, v in value.items() if versions or k not in ("versions", "endpoint")}
         return value
     return strip({k: v for k, v in definition.items() if has_open or k != "open"})
 
@@ -310,8 +313,28 @@ def _version_note(base: RunRecords, cand: RunRecords, pairs: list[ModelPair]) ->
     diff = _differences(_relevant(base.metrics, has_open, True), _relevant(cand.metrics, has_open, True))
     if not diff:
         return None
-    return ("metric package versions differ (" + "; ".join(f"{k}: {_short(b)} vs {_short(c)}" for k, b, c in diff[:3])
+    what = " and ".join(name for name, found in (
+        ("metric package versions differ", any(".endpoint" not in k for k, _, _ in diff)),
+        ("the extraction judge's endpoint differs", any(".endpoint" in k for k, _, _ in diff))) if found)
+    return (f"{what} (" + "; ".join(f"{k}: {_short(b)} vs {_short(c)}" for k, b, c in diff[:3])
             + "); the definitions agree, so the runs are compared")
+
+
+def _judge_notes(base: RunRecords, cand: RunRecords, pairs: list[ModelPair]) -> list[str]:
+    """Per run that used an LLM judge: how many closed answers of the compared models it decided."""
+    notes = []
+    for run, models in ((base, [p.baseline for p in pairs]), (cand, [p.candidate for p in pairs])):
+        judge = (run.metrics or {}).get("extraction_judge")
+        if not isinstance(judge, dict):
+            continue
+        asked = [r.judge for m in models for r in run.of_model(m).values() if r.judge is not None]
+        decided = sum(j.outcome == "decided" for j in asked)
+        failed = sum(j.outcome == "failed" for j in asked)
+        failures = f"; {failed} judge request(s) failed (rerun that run to ask again)" if failed else ""
+        notes.append(f"{run.role}: the extraction judge {judge.get('adapter')}:{judge.get('model')} (prompt "
+                     f"v{judge.get('prompt_version')}) decided {decided} of {len(asked)} closed answer(s) the rule "
+                     f"left unparseable{failures}")
+    return notes
 
 
 def _short(value: Any, limit: int = 40) -> str:

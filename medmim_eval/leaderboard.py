@@ -318,7 +318,7 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
         MedmimError: for paper rows combined with ``chance`` or ``by_source`` (the paper reports
             accuracy per task), or a paper table whose † rows disagree with its other rows.
     """
-    from medmim_eval.exports.metric_notes import footer_lines, not_scored_lines
+    from medmim_eval.exports.metric_notes import footer_lines, judge_lines, not_scored_lines
 
     if (with_paper or vs_paper) and (chance or by_source):
         flag = "--chance" if chance else "--by-source"
@@ -328,7 +328,7 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
     view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source,
                            with_paper=with_paper, vs_paper=vs_paper)
     view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
-    view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs) + stand_in_lines(runs)
+    view.footer = footer_lines(runs, ci=ci) + judge_lines(runs) + not_scored_lines(runs) + stand_in_lines(runs)
     if with_paper or vs_paper:
         from medmim_eval.paper_table import load_paper_table
         from medmim_eval.paper_view import add_paper_rows, match_models, paper_footer

@@ -55,14 +55,21 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def metric_definitions(open_definition: dict[str, Any]) -> dict[str, Any]:
-    return {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition}
+def metric_definitions(open_definition: dict[str, Any], judge_definition: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The definitions recorded in the manifest and results; ``extraction_judge`` only for judged runs."""
+    metrics: dict[str, Any] = {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition}
+    if judge_definition is not None:
+        metrics["extraction_judge"] = judge_definition
+    return metrics
 
 
 def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
-    """A definition without package versions: a patch upgrade does not block a resume."""
+    """A definition without package versions or the judge's endpoint: neither blocks a resume."""
     open_part = {k: v for k, v in (definition.get("open") or {}).items() if k != "versions"}
-    return {**definition, "open": open_part}
+    out = {**definition, "open": open_part}
+    if isinstance(definition.get("extraction_judge"), dict):
+        out["extraction_judge"] = {k: v for k, v in definition["extraction_judge"].items() if k != "endpoint"}
+    return out
 
 
 def read_manifest(run_dir: Path) -> RunManifest | None:
@@ -80,18 +87,18 @@ def read_manifest(run_dir: Path) -> RunManifest | None:
 
 
 def start_manifest(run_dir: Path, argv: list[str], seed: int, generation: dict[str, object], host: PluginHost,
-                   open_definition: dict[str, Any]) -> RunManifest:
+                   open_definition: dict[str, Any], judge_definition: dict[str, Any] | None = None) -> RunManifest:
     """The existing manifest with a new invocation, or a fresh one.
 
     Raises:
         MedmimError: when the run directory was scored under another metric definition.
     """
-    metrics = metric_definitions(open_definition)
+    metrics = metric_definitions(open_definition, judge_definition)
     existing = read_manifest(run_dir)
     if existing is not None and existing.metrics and _comparable(existing.metrics) != _comparable(metrics):
         raise MedmimError(
             f"{run_dir} was scored with another metric definition ({_difference(existing.metrics, metrics)}); "
-            "use another --output, or the same --open-metrics as before"
+            "use another --output, or the same --open-metrics and --extractor as before"
         )
     manifest = existing or RunManifest(
         run_id=uuid.uuid4().hex[:12],
@@ -153,5 +160,14 @@ def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     old_c, new_c = _comparable(old), _comparable(new)
     if old_c.get("extraction_rule_version") != new_c.get("extraction_rule_version"):
         return f"extraction rule {old_c.get('extraction_rule_version')} vs {new_c.get('extraction_rule_version')}"
+    if old_c.get("extraction_judge") != new_c.get("extraction_judge"):
+        return f"extraction judge {_judge_name(old_c)} vs {_judge_name(new_c)}"
     keys = sorted(k for k in set(old_c["open"]) | set(new_c["open"]) if old_c["open"].get(k) != new_c["open"].get(k))
     return "open metrics differ in " + ", ".join(keys)
+
+
+def _judge_name(definition: dict[str, Any]) -> str:
+    judge = definition.get("extraction_judge")
+    if not isinstance(judge, dict):
+        return "none (rule only)"
+    return f"{judge.get('adapter')}:{judge.get('model')} prompt v{judge.get('prompt_version')}"

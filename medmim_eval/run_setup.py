@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medmim_eval.adapter import GenerationSettings, ModelSpec, parse_model_specs
 from medmim_eval.datadir import DataPaths, cache_dir
@@ -16,6 +17,9 @@ from medmim_eval.registry import AdapterEntry, ModelEntry, unknown_name_message
 from medmim_eval.schema import Sample
 from medmim_eval.tasks_api import LoadedTask, TaskContext, TaskSelection, load_selection
 from medmim_eval.weights import find_weights
+
+if TYPE_CHECKING:
+    from medmim_eval.extract_judge import ExtractionJudge, JudgeSpec
 
 ALL_MODELS = "all"
 
@@ -35,6 +39,7 @@ class RunOptions:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     open_metrics: OpenMetricsConfig = field(default_factory=OpenMetricsConfig)
     allow_credentialed_upload: bool = False
+    extractor: "JudgeSpec | None" = None  # the LLM judge of --extractor llm=...; None: the rule alone
     argv: list[str] = field(default_factory=list)
 
 
@@ -53,6 +58,7 @@ class PreparedRun:
     tasks: list[PreparedTask]
     scorer: OpenScorer
     unavailable: list[tuple[str, str]] = field(default_factory=list)
+    judge: "ExtractionJudge | None" = None  # built on rank 0 only (the rank that scores)
 
 
 def route_for(entry: ModelEntry, host: PluginHost, extra: tuple[tuple[str, str], ...] = ()) -> tuple[ModelSpec | None, str]:
@@ -174,15 +180,26 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
             + "\nNo model was called. Get the missing data (`medmim-eval data status` says where), "
             "fix or remove the unreadable files, or pass --skip-missing to run the rest."
         )
+    if options.extractor is not None:
+        from medmim_eval.extract_judge import check_judge
+
+        check_judge(options.extractor, host)
     if not options.allow_credentialed_upload:
         _guard_credentialed_data(models, prepared)
+        if options.extractor is not None:
+            _guard_judge(options.extractor, host, prepared)
     ensure_run_dir(options.output)  # after the input checks (bad input leaves no folder behind), before any metric loads
     scorer = OpenScorer(options.open_metrics)
     if any(s.kind == "open" for task in prepared for s in task.samples) and rank_info().is_main:
         # A metric that cannot load fails here, before any model is called. Only rank 0 of a
         # data-parallel run computes the batched metrics, so only it loads them.
         scorer.ensure_ready()
-    return PreparedRun(options, models, prepared, scorer, unavailable)
+    judge = None
+    if options.extractor is not None and rank_info().is_main:
+        from medmim_eval.extract_judge import ExtractionJudge
+
+        judge = ExtractionJudge(options.extractor, host)  # an unreachable judge fails here, before any model runs
+    return PreparedRun(options, models, prepared, scorer, unavailable, judge)
 
 
 def _limit(samples: list[Sample], limit: int | None) -> list[Sample]:
@@ -216,3 +233,18 @@ def _guard_credentialed_data(models: list[tuple[ModelSpec, AdapterEntry]], tasks
                 "forbid sharing with third parties. Use a local endpoint, or pass --allow-credentialed-upload if your "
                 "agreement covers this service"
             )
+
+
+def _guard_judge(judge: "JudgeSpec", host: PluginHost, tasks: list[PreparedTask]) -> None:
+    """The judge sees replies and option texts (no images); refuse those of credentialed data off this machine too."""
+    from medmim_eval.extract_judge import judge_remote_host
+
+    sources = {s.source for task in tasks for s in task.samples if s.source in CREDENTIALED_SOURCES and s.kind == "closed"}
+    remote = judge_remote_host(judge, host) if sources else None
+    if remote:
+        names = ", ".join(CREDENTIALED_SOURCES[s] for s in sorted(sources))
+        raise MedmimError(
+            f"refusing to send replies and options of {names} to {remote} for the extraction judge '{judge.name}': "
+            "their data-use agreements forbid sharing with third parties. Use a local judge endpoint, or pass "
+            "--allow-credentialed-upload if your agreement covers this service"
+        )

@@ -7,8 +7,9 @@ Data-parallel (launched by torchrun or accelerate launch, see :mod:`medmim_eval.
 rank 0 first merges any record shards a killed run left; every rank then reads the same records,
 lists the pending samples of each model x task in file order and takes every ``world_size``-th one
 from its rank on, appending its records to its own shard. After generation the ranks exchange
-their status; rank 0 merges the shards into ``samples.jsonl``, computes the batched metrics
-(BERTScore) and writes ``results.json`` and the manifest. A rank that fails reports its error to
+their status; rank 0 merges the shards into ``samples.jsonl``, asks the optional extraction judge
+(:mod:`medmim_eval.extract_judge`) about closed answers the rule left unparseable, computes the
+batched metrics (BERTScore) and writes ``results.json`` and the manifest. A rank that fails reports its error to
 the others instead of leaving them waiting.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from medmim_eval.cache import ImageHasher, ResponseCache
 from medmim_eval.cell_runner import CellRunner
 from medmim_eval.distributed import DistributedError, RankGroup, RankInfo, failure_message
 from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.extract_judge import JudgeTally, needs_judge
 from medmim_eval.flags import with_flag_counts
 from medmim_eval.manifest import add_model, add_task, now, start_manifest
 from medmim_eval.plugins import PluginHost
@@ -59,6 +61,7 @@ class RunSummary:
     rank: int = 0
     world_size: int = 1
     failed_ranks: dict[int, str] = field(default_factory=dict)
+    judge: JudgeTally | None = None  # what the extraction judge did in this invocation (rank 0)
 
     _COUNTERS = ("computed", "from_cache", "errors", "too_many_images")
 
@@ -87,6 +90,8 @@ class Runner:
             return await self._run()
         finally:
             self.display.close()
+            if self.prepared.judge is not None:
+                await self.prepared.judge.aclose()
 
     async def _run(self) -> RunSummary:
         group = self.group
@@ -118,6 +123,7 @@ class Runner:
             try:
                 try:
                     self._merge_shards()
+                    await self._judge_unparseable()
                     self._finish_scoring()
                 except Exception as exc:
                     error = exc
@@ -144,7 +150,8 @@ class Runner:
             for note in merged.dropped_lines:
                 self._say(f"note: {merged.path}: {note}")
         manifest = start_manifest(self.run_dir, options.argv, options.seed, options.settings.as_dict(), self.host,
-                                  self.scorer.definition())
+                                  self.scorer.definition(),
+                                  options.extractor.definition() if options.extractor is not None else None)
         manifest.invocations[-1].world_size = self.group.world_size
         for task in self.prepared.tasks:
             add_task(manifest, TaskInfo(
@@ -199,6 +206,30 @@ class Runner:
             model: next(iter(by_rank.values())) if len(by_rank) == len(reports) and len(set(by_rank.values())) == 1
             else "; ".join(f"rank {r}: {t}" for r, t in by_rank.items())
             for model, by_rank in failures.items()}
+
+    async def _judge_unparseable(self) -> None:
+        """On rank 0: the extraction judge's verdicts on closed answers the rule left unparseable, appended as final records.
+
+        Every such record of the run directory is asked about (those of earlier invocations too),
+        except ones the judge already settled; a failed judge request is asked again next time.
+        """
+        judge = self.prepared.judge
+        if judge is None:
+            return
+        store = RecordStore(self.run_dir)
+        records = [r for r in store.load(repair=False).values() if needs_judge(r)]
+        self.summary.judge = JudgeTally()
+        if not records:
+            return
+        options = self.prepared.options
+        cache = ResponseCache(options.cache_dir / CACHE_FILE) if options.use_cache else None
+        self._say(f"extraction judge {judge.spec.name}: {len(records)} answer(s) the rule left unparseable")
+        try:
+            self.summary.judge = await judge.judge(records, cache, store.append)
+        finally:
+            store.close()
+            if cache is not None:
+                cache.close()
 
     def _finish_scoring(self) -> None:
         """Batched metrics (BERTScore) over every open answer still waiting, appended as final records."""

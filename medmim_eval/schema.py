@@ -94,6 +94,36 @@ class ModelError(BaseModel):
     attempts: int = 1
 
 
+class ExtractionRecord(BaseModel):
+    """How a closed answer was extracted: the rule version, the step that decided (or why none did), the evidence."""
+
+    rule_version: str
+    rule: str
+    detail: str
+
+
+JudgeOutcome = Literal["decided", "none", "invalid", "failed"]
+
+
+class JudgeRecord(BaseModel):
+    """What the optional LLM judge said about a closed reply the extraction rule left unparseable.
+
+    ``outcome``: ``decided`` (it named one option letter: ``answer``), ``none`` (it said the reply
+    chooses no option), ``invalid`` (its reply was not one option letter or ``none``; the sample
+    stays unparseable) or ``failed`` (the request failed; the sample stays unparseable and a rerun
+    asks again). ``reply`` is the judge's raw text (cut to 200 characters); ``reason`` says why in
+    one line. The rule's own decision stays in ``SampleRecord.extraction``.
+    """
+
+    judge: str
+    prompt_version: str
+    outcome: JudgeOutcome
+    answer: str | None = None
+    reply: str | None = None
+    reason: str
+    cached: bool = False
+
+
 class SampleRecord(BaseModel):
     """One line of ``samples.jsonl``: a sample answered (or failed) by one model."""
 
@@ -112,6 +142,12 @@ class SampleRecord(BaseModel):
     sent: PromptRecord | None = None
     output: str | None = None
     extracted: str | None = None
+    # Closed samples: the options shown and how the answer was extracted (absent in records before rule v3).
+    options: dict[str, str] | None = None
+    extraction: ExtractionRecord | None = None
+    # Runs with an LLM judge (``--extractor llm=...``): its verdict where the rule said unparseable.
+    # ``extracted``/``correct`` then hold the judge's letter when it decided.
+    judge: JudgeRecord | None = None
     correct: bool | None = None
     scores: dict[str, float] = Field(default_factory=dict)
     scores_pending: list[str] = Field(default_factory=list)
@@ -195,6 +231,9 @@ class ResultCell(BaseModel):
     ``chance`` is the mean of 100/k over the cell's closed items (k options) and
     ``chance_normalised`` is ``100 * (acc - chance) / (100 - chance)``. ``too_many_images`` counts the
     errors that are samples with more images than the model accepts (not sent, never truncated).
+    ``judge_asked``/``judged``/``judge_failed`` (closed cells of runs with an LLM judge): answers the
+    rule left unparseable and sent to the judge, those it mapped to an option (scored with that
+    option), and those whose judge request failed (still unparseable; a rerun asks again).
     """
 
     model: str
@@ -207,6 +246,9 @@ class ResultCell(BaseModel):
     unparseable_rate: float | None = None
     errors: int = 0
     too_many_images: int = 0
+    judge_asked: int = 0
+    judged: int = 0
+    judge_failed: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
     chance: float | None = None
     chance_normalised: float | None = None

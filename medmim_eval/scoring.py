@@ -4,19 +4,27 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-from medmim_eval.extract import extract_choice
+from medmim_eval.extract import EXTRACTION_RULE_VERSION, decide_choice
 from medmim_eval.metrics import OpenScorer
-from medmim_eval.schema import UNPARSEABLE, ResultCell, Sample, SampleRecord
+from medmim_eval.schema import UNPARSEABLE, ExtractionRecord, ResultCell, Sample, SampleRecord
 from medmim_eval.stats import BootstrapSettings, chance_level, chance_normalised, cluster_bootstrap_ci
 
 
 def score_answer(sample: Sample, output: str, scorer: OpenScorer) -> tuple[str | None, bool | None, dict[str, float]]:
     """(extracted answer, correct, scores) for one answer."""
+    extracted, correct, scores, _ = score_answer_explained(sample, output, scorer)
+    return extracted, correct, scores
+
+
+def score_answer_explained(sample: Sample, output: str, scorer: OpenScorer
+                           ) -> tuple[str | None, bool | None, dict[str, float], ExtractionRecord | None]:
+    """(extracted answer, correct, scores, how the answer was extracted) for one answer."""
     if sample.kind == "closed":
-        extracted = extract_choice(output, sample.options)
-        correct = extracted == sample.answer
-        return extracted, correct, {"accuracy": 100.0 if correct else 0.0}
-    return None, None, scorer.score(output, sample.answer)
+        decision = decide_choice(output, sample.options)
+        correct = decision.answer == sample.answer
+        how = ExtractionRecord(rule_version=EXTRACTION_RULE_VERSION, rule=decision.rule, detail=decision.detail)
+        return decision.answer, correct, {"accuracy": 100.0 if correct else 0.0}, how
+    return None, None, scorer.score(output, sample.answer), None
 
 
 def finish_pending(records: list[SampleRecord], references: dict[str, str], scorer: OpenScorer) -> list[SampleRecord]:
@@ -81,11 +89,13 @@ def _cell(model: str, task: str, kind: str, source: str | None, items: list[Samp
             metrics = {n: sum(r.scores.get(n, 0.0) for r in scored) / len(scored) for n in names}
             score = metrics.get("open_score")
             values = [r.scores.get("open_score", 0.0) for r in scored]
+    asked = [r.judge for r in scored if r.judge is not None]
     clusters = [r.image_set or r.key for r in scored]
     interval = cluster_bootstrap_ci(values, clusters, bootstrap) if score is not None else None
     return ResultCell(
         model=model, task=task, kind=kind, source=source, n=len(items), n_scored=len(scored), score=score,
         unparseable_rate=unparseable, errors=len(items) - len(scored), metrics=metrics, chance=chance,
         chance_normalised=normalised, ci_low=interval[0] if interval else None,
-        ci_high=interval[1] if interval else None, n_clusters=len(set(clusters)),
+        ci_high=interval[1] if interval else None, n_clusters=len(set(clusters)), judge_asked=len(asked),
+        judged=sum(j.outcome == "decided" for j in asked), judge_failed=sum(j.outcome == "failed" for j in asked),
     )

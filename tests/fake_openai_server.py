@@ -19,6 +19,10 @@ a normal answer (attempts are counted for the server's life, across runs). Kinds
 ``malformed`` (200 with a body that is not JSON), ``html`` (200, text/html), ``nochoices``
 (200 with ``"choices": []``).
 
+``rules`` script answers without touching the prompt: each ``(TEXT, MARKERS)`` makes a prompt that
+contains TEXT behave as if it also held MARKERS (``[[answer=B]]``, ``[[fault=500*1]]``), so a
+second-stage prompt that quotes a first answer (an extraction judge's) can be given its answer.
+
 Run it on its own (the benchmark does): ``python tests/fake_openai_server.py --latency 0.2``
 prints its base URL on the first line of stdout and serves until killed.
 """
@@ -51,11 +55,12 @@ class FakeOpenAIServer:
         models: the model names it serves (``GET /v1/models``); requests for others get 404.
         inspect: look into each image (size, mode, hash); the benchmark turns it off (mime and
             byte count only).
+        rules: ``(TEXT, MARKERS)`` pairs: a prompt containing TEXT is answered as if it also held MARKERS.
     """
 
     def __init__(self, latency: float = 0.0, models: tuple[str, ...] = ("test-model",), inspect: bool = True,
-                 port: int = 0) -> None:
-        self.latency, self.models, self.inspect = latency, models, inspect
+                 port: int = 0, rules: tuple[tuple[str, str], ...] = ()) -> None:
+        self.latency, self.models, self.inspect, self.rules = latency, models, inspect, rules
         self.requests: list[dict[str, Any]] = []
         self.attempts: dict[str, int] = {}
         self.in_flight = 0
@@ -188,6 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
                       key=key, attempt=owner.next_attempt(key), settings={
                           k: request.get(k) for k in ("max_tokens", "temperature", "seed")},
                       detail=[p["image_url"].get("detail") for p in parts if p["type"] == "image_url"])
+        text += "".join(markers for needle, markers in owner.rules if needle in text)
         fault = _FAULT.search(text)
         if fault and record["attempt"] <= int(fault.group(2)):
             record["fault"] = fault.group(1)

@@ -1,4 +1,4 @@
-"""Closed-answer extraction (rule version 2): a corpus of realistic replies, and the rule's guarantees.
+"""Closed-answer extraction: the v2 corpus (still passed by rule v3) of realistic replies, and the rule's guarantees.
 
 The corpus mimics what GPT-4o, LLaVA-Med, Mantis and InternVL write for Med-MIM closed questions;
 option sets are taken from the released benchmark files (2, 3, 4 and 7 options).
@@ -267,9 +267,9 @@ def test_long_adversarial_replies(reply: str, expected: str) -> None:
     assert extract_choice(reply, OPTION_SETS["followup"]) == expected
 
 
-def test_version_is_2_and_documented() -> None:
-    assert EXTRACTION_RULE_VERSION == "2"
-    assert extract_module.__doc__ is not None and "rule version 2" in extract_module.__doc__
+def test_version_is_3_and_documented() -> None:
+    assert EXTRACTION_RULE_VERSION == "3"
+    assert extract_module.__doc__ is not None and "rule version 3" in extract_module.__doc__
 
 
 def _closed_items(root: Path) -> list[tuple[str, dict[str, str], str]]:

@@ -31,7 +31,8 @@ def _run_dir(tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["plugins"], ["data", "status"], ["run", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["plugins"], ["data", "status"], ["run", "--help"],
+                                  ["explain", "--help"]])
 def test_light_commands_work_where_torch_cannot_import(poisoned: Path, args: list[str]) -> None:
     result = run_cli(*args, pythonpath=[poisoned])
     assert result.returncode == 0, result.stderr

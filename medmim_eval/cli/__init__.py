@@ -21,6 +21,7 @@ BUILTIN_COMMANDS = {
     "serve": "medmim_eval.cli.serve_cmd:serve",
     "train": "medmim_eval.cli.train_cmd:train",
     "demo": "medmim_eval.cli.demo_cmd:demo",
+    "explain": "medmim_eval.cli.explain_cmd:explain",
 }
 
 

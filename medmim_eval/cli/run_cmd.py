@@ -68,6 +68,10 @@ def _read_models_file(path: Path) -> list[object]:
               help="Open-score definition: components=bertscore+bleu+rougeL, bertscore.model=NAME|PATH|minilm, "
               "bertscore.layer=N, bertscore.idf, bertscore.rescale, bleu.tokenize, bleu.smooth, rouge.stemmer "
               "(default: bert-score's roberta-large L17; also $MEDMIM_OPEN_METRICS).")
+@click.option("--extractor", default="rule", show_default=True, metavar="rule|llm=openai:MODEL[,base_url=URL]",
+              help="How closed answers are extracted: the versioned rule alone, or the rule and then an LLM judge on an "
+              "OpenAI-compatible server for the answers the rule leaves unparseable (asked for one option letter or "
+              "'none'; both verdicts recorded per sample; the judge is part of the metric definition).")
 @click.option("--allow-credentialed-upload", is_flag=True,
               help="Allow images of credentialed datasets (MS-CXR-T/MIMIC, EMBED) to go to a non-local endpoint.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
@@ -76,8 +80,8 @@ def _read_models_file(path: Path) -> list[object]:
 def run(ctx: click.Context, models_text: str | None, models_file: Path | None, tasks_text: str, as_task: str | None,
         output: Path | None,
         data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
-        skip_missing: bool, open_metrics: tuple[str, ...], allow_credentialed_upload: bool, no_cache: bool,
-        quiet: bool) -> None:
+        skip_missing: bool, open_metrics: tuple[str, ...], extractor: str, allow_credentialed_upload: bool,
+        no_cache: bool, quiet: bool) -> None:
     """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl.
 
     \b
@@ -88,6 +92,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
     from medmim_eval.adapter import GenerationSettings, parse_model_specs
     from medmim_eval.datadir import DataPaths
     from medmim_eval.distributed import RankGroup
+    from medmim_eval.extract_judge import parse_extractor
     from medmim_eval.metrics import OpenMetricsConfig
     from medmim_eval.run_setup import RunOptions
     from medmim_eval.tasks_api import select_tasks
@@ -111,6 +116,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         settings=GenerationSettings(max_new_tokens=max_new_tokens, seed=seed),
         open_metrics=OpenMetricsConfig.parse(open_metrics),
         allow_credentialed_upload=allow_credentialed_upload,
+        extractor=parse_extractor(extractor),
         argv=["medmim-eval", *sys.argv[1:]],
     )
     group = RankGroup()  # connects the ranks when launched by torchrun / accelerate launch
@@ -156,6 +162,14 @@ def _run(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: b
         f"{summary.errors} errors -> {options.output}",
         err=True,
     )
+    judge = summary.judge
+    if judge is not None and judge.asked:
+        click.echo(f"extraction judge: asked about {judge.asked} answer(s) the rule left unparseable "
+                   f"({judge.from_cache} from cache): {judge.decided} decided, {judge.none} none, "
+                   f"{judge.invalid} invalid replies, {judge.failed} failed requests", err=True)
+        if judge.failed:
+            click.echo(f"warning: {judge.failed} judge request(s) failed; those answers stay unparseable (reason in "
+                       "each record); rerun the same command to ask again", err=True)
     if summary.too_many_images:
         click.echo(f"{summary.too_many_images} sample(s) not evaluated: more images than the model accepts "
                    "(recorded as TooManyImagesError, never truncated; counted in the leaderboard footer)", err=True)

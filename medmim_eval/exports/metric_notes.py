@@ -65,11 +65,21 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     rule = metrics.get("extraction_rule_version")
     parts.append(f"closed = accuracy, answer-extraction rule v{rule}" if rule is not None
                  else "closed = accuracy, answer-extraction rule not recorded")
+    judge = metrics.get("extraction_judge")
+    if isinstance(judge, dict):
+        parts[-1] += f" + LLM judge {judge_name(judge)} where the rule finds no answer"
     parts.append(f"open = {describe_open(metrics.get('open'))}")
     for name, value in metrics.items():
-        if name not in ("extraction_rule_version", "open"):
+        if name not in ("extraction_rule_version", "open", "extraction_judge"):
             parts.append(f"{name} = {_compact(value)}")
     return " | ".join(parts)
+
+
+def judge_name(judge: dict[str, Any]) -> str:
+    """``openai:MODEL (prompt v1, http://host:port/v1)`` from a recorded judge definition."""
+    endpoint = judge.get("endpoint") if isinstance(judge.get("endpoint"), dict) else {}
+    where = f", {endpoint['base_url']}" if endpoint.get("base_url") else ""
+    return f"{judge.get('adapter')}:{judge.get('model')} (prompt v{judge.get('prompt_version')}{where})"
 
 
 def _canonical(value: dict[str, Any]) -> str:
@@ -127,4 +137,35 @@ def not_scored_lines(runs: list["RunData"]) -> list[str]:
         if entry.other_errors:
             parts.append(f"{entry.other_errors} errored otherwise (rerun to retry)")
         lines.append(f"  {model}: " + "; ".join(parts))
+    return lines
+
+
+def judge_lines(runs: list["RunData"]) -> list[str]:
+    """Per model of the runs that used an LLM judge: how many closed answers it decided, of how many asked.
+
+    Empty when no run used a judge.
+    """
+    judged_runs = [run for run in runs if isinstance(run.metrics.get("extraction_judge"), dict)]
+    if not judged_runs:
+        return []
+    names = sorted({judge_name(run.metrics["extraction_judge"]) for run in judged_runs})
+    counts: dict[str, list[int]] = {}
+    for run in judged_runs:
+        for model in run.names.values():
+            counts.setdefault(model, [0, 0, 0])
+        for cell in run.cells:
+            entry = counts.setdefault(cell.model, [0, 0, 0])
+            entry[0] += cell.judged
+            entry[1] += cell.judge_asked
+            entry[2] += cell.judge_failed
+    total = sum(entry[0] for entry in counts.values())
+    lines = [f"Extraction judge {', '.join(names)}: asked only where the rule found no answer; it decided {total} "
+             "answer(s), scored as the option it named. Per model:"]
+    for model, (decided, asked, failed) in sorted(counts.items()):
+        rest = asked - decided
+        line = f"  {model}: judge decided {decided} of {asked} answer(s) the rule left unparseable"
+        if rest:
+            line += f" ({rest} still unparseable"
+            line += f", {failed} of them after a failed judge request: rerun to ask again)" if failed else ")"
+        lines.append(line)
     return lines

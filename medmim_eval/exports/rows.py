@@ -30,6 +30,7 @@ COLUMNS: dict[str, str] = {
     "paper_score": "with --vs-paper: the paper's reported value for the same model, task and kind",
     "paper_difference": "with --vs-paper: score - paper_score (the paper scored 300 closed MIM-RAD items, "
                         "the released file has 293)",
+    "judged": "closed, runs with an LLM judge: answers the rule left unparseable that the judge mapped to an option",
 }
 
 
@@ -45,7 +46,7 @@ def long_rows(view: "LeaderboardView") -> list[dict[str, Any]]:
                 "n_scored": cell.n_scored, "score": cell.score, "ci_low": cell.ci_low, "ci_high": cell.ci_high,
                 "chance": cell.chance, "chance_normalised": cell.chance_normalised,
                 "unparseable_rate": cell.unparseable_rate, "errors": cell.errors,
-                "too_many_images": cell.too_many_images, "origin": "measured", "of": None,
+                "too_many_images": cell.too_many_images, "judged": cell.judged, "origin": "measured", "of": None,
                 **_beside_paper(cell.model, cell.task, cell.kind, cell.score, matched),
             })
     rows.sort(key=lambda r: (r["model"], r["task"], r["kind"], r["source"] or "", r["run"]))
