@@ -61,10 +61,10 @@ class _EntryPoint:
 
     name = "medmim-eval"
 
-    def main(self, args: list[str], prog_name: str, **_: object) -> object:
+    def main(self, args: list[str], prog_name: str, **_: object) -> None:
         from medmim_eval.cli import main
 
-        return main(list(args))
+        sys.exit(main(list(args)))  # as the console script does: a command's return value is the exit code
 
 
 def run_cli(*args: str, pythonpath: list[Path] | None = None, env: dict[str, str] | None = None,
