@@ -17,7 +17,7 @@ c=8 and 64 (once): every image re-encoded to PNG on the event loop for every req
 ``--harness`` adds an end-to-end run (prepare_run + run_prepared, the 293 closed MIM-RAD
 questions, response cache off, so its image cache starts cold) at concurrency 64.
 
-    MEDMIM_DATA_DIR=../shared/data python benchmarks/bench_api_concurrency.py [--naive] [--harness]
+    MEDMIM_DATA_DIR=../shared/data python benchmarks/bench_api_concurrency.py [--naive] [--harness] [--quick]
 
 A script, not a test: nothing is asserted. Writes benchmarks/results/api_concurrency.json.
 """
@@ -178,8 +178,13 @@ def main() -> int:
     parser.add_argument("--naive", action="store_true", help="also the PNG-on-the-event-loop pattern at 8 and 64 (once)")
     parser.add_argument("--harness", action="store_true", help="also one end-to-end run at concurrency 64 (needs data)")
     parser.add_argument("--max-side", help="the adapter's max_side option (default: the adapter's, 2048)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/api_concurrency.json")
+    parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run: small sizes, one repeat; writes to a temp file unless --out")
     args = parser.parse_args()
+    if args.quick:  # 40 requests at c=1 and c=8, 10 ms each
+        args.latency, args.levels, args.max_requests, args.max_seconds, args.repeats = 0.01, "1,8", 40, 5.0, 1
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="medmim-bench-")) / DEFAULT_OUT.name if args.quick else DEFAULT_OUT
 
     load_before = [round(x, 2) for x in os.getloadavg()]  # a shared machine: say how busy it was
     tmp = Path(tempfile.mkdtemp(prefix="medmim-bench-api-"))

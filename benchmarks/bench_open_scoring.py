@@ -19,6 +19,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -87,7 +88,12 @@ def main() -> int:
     parser.add_argument("--naive-pairs", type=int, default=20, help="pairs timed for the naive path")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "open_scoring.json"))
+    parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run: small sizes, one repeat; writes to a temp file unless --out")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.naive_pairs = 1, 2
+        if args.out == parser.get_default("out"):
+            args.out = str(Path(tempfile.mkdtemp(prefix="medmim-bench-")) / "open_scoring.json")
     if not args.data_dir or not (Path(args.data_dir) / "med-mim").is_dir():
         print("SKIP: set MEDMIM_DATA_DIR (or --data-dir) to a folder with med-mim/", file=sys.stderr)
         return 0

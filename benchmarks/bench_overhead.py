@@ -9,7 +9,7 @@ Measures, as medians over a few repetitions (fresh output dir each time, respons
   * a plain loop decoding the same per-sample image lists with PIL (no harness).
 Prints a table and writes benchmarks/results/overhead.json. A script, not a test: nothing is asserted.
 
-    MEDMIM_DATA_DIR=/path/to/data python benchmarks/bench_overhead.py [--repeats 7] [--profile]
+    MEDMIM_DATA_DIR=/path/to/data python benchmarks/bench_overhead.py [--repeats 7] [--profile] [--quick]
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from medmim_eval.adapter import Capabilities, GenerationRequest, GenerationResul
 from medmim_eval.datadir import DATA_DIR_ENV, DataPaths
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.images import check_images
+from medmim_eval.metrics import OpenMetricsConfig
 from medmim_eval.plugins import create_plugin_host
 from medmim_eval.registry import AdapterEntry
 from medmim_eval.run_setup import RunOptions, prepare_run
@@ -107,9 +108,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured repetitions first (imports, page cache)")
     parser.add_argument("--batch-size", type=int, default=1, help="adapter batch size (default 1)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--open-metrics", default="bertscore.model=minilm",
+                        help="open-answer metrics, as `run --open-metrics` (default: BERTScore with the offline MiniLM)")
+    parser.add_argument("--out", type=Path, help=f"default: {DEFAULT_OUT.relative_to(DEFAULT_OUT.parents[2])}")
+    parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run: small sizes, one repeat; writes to a temp file unless --out")
     parser.add_argument("--profile", action="store_true", help="also cProfile one no-decode run phase")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.warmup = 1, 0
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="medmim-bench-")) / DEFAULT_OUT.name if args.quick else DEFAULT_OUT
+    open_metrics = OpenMetricsConfig.parse((args.open_metrics,))
 
     data = DataPaths.resolve(args.data_dir) if args.data_dir else None
     rad_json = data.folder("med-mim") / RAD_FILE if data else None
@@ -137,7 +146,8 @@ def main() -> int:
         for mode, flag in modes.items():
             spec = ModelSpec("bench-instant", None, (("decode", flag), ("batch_size", str(args.batch_size))))
             options = RunOptions(models=[spec], tasks=selections, output=tmp / f"run-{rep}-{mode}", data=data,
-                                 use_cache=False, cache_dir=tmp / "cache", argv=["bench_overhead"])
+                                 use_cache=False, cache_dir=tmp / "cache", argv=["bench_overhead"],
+                                 open_metrics=open_metrics)
             t_prep, prepared = timed(prepare_run, options, host)
             t_run, summary = timed(run_prepared, prepared, host)
             if summary.computed != n_samples or summary.errors or summary.model_failures:
@@ -189,7 +199,8 @@ def main() -> int:
 
     if args.profile:
         options = RunOptions(models=[ModelSpec("bench-instant")], tasks=selections, output=tmp / "run-profile",
-                             data=data, use_cache=False, cache_dir=tmp / "cache")
+                             data=data, use_cache=False, cache_dir=tmp / "cache",
+                             open_metrics=open_metrics)
         prepared = prepare_run(options, host)
         profiler = cProfile.Profile()
         profiler.runcall(run_prepared, prepared, host)

@@ -13,7 +13,7 @@ Demo: a fresh cache folder, ``medmim-eval demo`` twice (cold: data, training and
 the cached model and the finished run). ``--demo-steps`` bounds the training of the cold run.
 Writes benchmarks/results/training.json. A script, not a test: nothing is asserted.
 
-    python benchmarks/bench_training.py [--steps 30] [--threads 2] [--demo-steps 300] [--skip-demo]
+    python benchmarks/bench_training.py [--steps 30] [--threads 2] [--demo-steps 300] [--skip-demo] [--quick]
 """
 from __future__ import annotations
 
@@ -95,7 +95,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads in all")
     parser.add_argument("--demo-steps", type=int, default=None, help="bound the demo's training (default: recipe's)")
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/training.json")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 2 steps per throughput run, no demo; writes to a temp file unless --out")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.skip_demo = 2, True
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="medmim-bench-")) / RESULTS.name if args.quick else RESULTS
 
     from medmim_eval.training_recipes.tiny import tiny_base, tiny_data
     from medmim_eval.training_recipes.tiny_model import TINY_ARCH, TINY_TRAINING
@@ -124,9 +131,9 @@ def main() -> None:
         result["demo"] = demo_times(args.demo_steps, args.threads)
         print(f"demo: cold {result['demo'].get('cold_s')} s, warm {result['demo'].get('warm_s')} s "
               f"(training steps: {result['demo']['train_steps']})")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"-> {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ request phase (harness: the runner's cell, first request to last record written;
 harness / bare, as medians over the repetitions (the two clients alternate, order swapped each
 repetition). A script, not a test: nothing is asserted. Writes benchmarks/results/vllm_throughput.json.
 
-    MEDMIM_DATA_DIR=../shared/data python benchmarks/bench_vllm_throughput.py [--repeats 3]
+    MEDMIM_DATA_DIR=../shared/data python benchmarks/bench_vllm_throughput.py [--repeats 3] [--quick]
 """
 from __future__ import annotations
 
@@ -168,8 +168,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--base-url", help="use this running server (serving 'tiny') instead of launching one")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/vllm_throughput.json")
+    parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run: small sizes, one repeat; writes to a temp file unless --out")
     options = parser.parse_args()
+    if options.quick:
+        options.concurrency, options.repeats, options.max_new_tokens = "8", 1, 4
+    if options.out is None:
+        options.out = Path(tempfile.mkdtemp(prefix="medmim-bench-")) / DEFAULT_OUT.name if options.quick else DEFAULT_OUT
     if not options.data_dir or not (Path(options.data_dir) / "med-mim").is_dir():
         print("skipped: set MEDMIM_DATA_DIR (or --data-dir) to the folder holding med-mim/ and vqa-rad/")
         return 0

@@ -1,9 +1,11 @@
 """Shared fixtures. Tests never touch the user's data, config or cache directories."""
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -62,11 +64,68 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+class _EntryPoint:
+    """What ``CliRunner.invoke`` calls: the console script's ``main``, error handling included."""
+
+    name = "medmim-eval"
+
+    def main(self, args: list[str], prog_name: str, **_: object) -> None:
+        from medmim_eval.cli import main
+
+        sys.exit(main(list(args)))  # as the console script does: a command's return value is the exit code
+
+
 def run_cli(*args: str, pythonpath: list[Path] | None = None, env: dict[str, str] | None = None,
-            cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``medmim-eval`` console script in a subprocess."""
-    full_env = dict(os.environ)
-    if pythonpath:
-        full_env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
-    full_env.update(env or {})
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+            cwd: Path | None = None, timeout: float = 300,
+            subprocess_: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``medmim-eval ARGS``: in this process with click's CliRunner (stdout and stderr apart), or,
+    with ``subprocess_=True``, the installed console script in a fresh process, for the tests that need
+    process isolation (import checks, signals). Either way the result has returncode/stdout/stderr.
+
+    In this process, ``pythonpath`` goes in front of ``sys.path`` for the call (modules imported from it
+    are forgotten afterwards), ``env`` is set for the call, ``cwd`` is entered for the call; ``timeout``
+    only bounds a subprocess."""
+    if subprocess_:
+        full_env = dict(os.environ)
+        if pythonpath:
+            full_env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+        full_env.update(env or {})
+        return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, cwd=cwd,
+                              timeout=timeout)
+    from click.testing import CliRunner
+
+    added = [str(p) for p in pythonpath or ()]
+    old_path, old_cwd, old_modules = list(sys.path), os.getcwd(), set(sys.modules)
+    threads = _torch_threads()
+    sys.path[:0] = added
+    importlib.invalidate_caches()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(_EntryPoint(), list(args), env=env, prog_name="medmim-eval")
+    finally:
+        os.chdir(old_cwd)
+        sys.path[:] = old_path
+        if added:
+            for name in set(sys.modules) - old_modules:
+                origin = getattr(sys.modules[name], "__file__", None) or ""
+                if any(origin.startswith(root) for root in added):
+                    del sys.modules[name]
+            importlib.invalidate_caches()
+        if threads is not None:
+            _torch_threads(threads)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # What the console script would print before exiting with 1.
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess([CLI, *args], result.exit_code, result.stdout, stderr)
+
+
+def _torch_threads(count: int | None = None) -> int | None:
+    """Torch's thread count, or set it back (a training run sets it for the process)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    if count is not None:
+        torch.set_num_threads(count)
+    return torch.get_num_threads()

@@ -265,7 +265,7 @@ def test_compare_works_where_torch_cannot_import(baseline_run: Path, tmp_path: P
     for name in ("torch", "transformers", "vllm"):
         (poisoned / name).mkdir(parents=True)
         (poisoned / name / "__init__.py").write_text(f"raise ImportError('{name} must not be imported')\n")
-    result = run_cli("compare", str(baseline_run), str(baseline_run), pythonpath=[poisoned])
+    result = run_cli("compare", str(baseline_run), str(baseline_run), pythonpath=[poisoned], subprocess_=True)
     assert result.returncode == 0, result.stderr
 
 

@@ -34,13 +34,14 @@ def _run_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("args", [["--help"], ["list"], ["plugins"], ["data", "status"], ["run", "--help"],
                                   ["explain", "--help"]])
 def test_light_commands_work_where_torch_cannot_import(poisoned: Path, args: list[str]) -> None:
-    result = run_cli(*args, pythonpath=[poisoned])
+    result = run_cli(*args, pythonpath=[poisoned], subprocess_=True)
     assert result.returncode == 0, result.stderr
     assert "must not be imported" not in result.stderr
 
 
 def test_leaderboard_works_where_torch_cannot_import(poisoned: Path, tmp_path: Path) -> None:
-    result = run_cli("leaderboard", str(_run_dir(tmp_path)), "--format", "markdown", pythonpath=[poisoned])
+    result = run_cli("leaderboard", str(_run_dir(tmp_path)), "--format", "markdown", pythonpath=[poisoned],
+                     subprocess_=True)
     assert result.returncode == 0, result.stderr
     assert "**30.00**" in result.stdout
 

