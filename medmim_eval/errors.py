@@ -33,3 +33,15 @@ class TooManyImagesError(MedmimError):
         who = f"{model} takes" if model else "the model takes"
         super().__init__(f"{n_images} images, but {who} at most max_images={max_images}; nothing was sent "
                          f"(images are never dropped; raise max_images if the model can take more)")
+
+
+class TooFewImagesError(MedmimError):
+    """A sample has fewer images than the model needs (``@noimage`` on a model that needs one); nothing was sent.
+
+    Flagged and counted exactly like :class:`TooManyImagesError` (see :mod:`medmim_eval.flags`).
+    """
+
+    def __init__(self, n_images: int, min_images: int, model: str = "") -> None:
+        self.n_images, self.min_images = n_images, min_images
+        who = f"{model} needs" if model else "the model needs"
+        super().__init__(f"{n_images} images, but {who} at least min_images={min_images}; nothing was sent")

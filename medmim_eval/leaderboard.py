@@ -277,6 +277,7 @@ class LeaderboardView:
     ci: bool = False
     chance: bool = False
     by_source: bool = False
+    controls: Any = None  # a medmim_eval.control_view.ControlReport with ``--controls``
 
     @property
     def cells(self) -> list[ResultCell]:
@@ -284,14 +285,20 @@ class LeaderboardView:
         return [c for run in self.runs for c in (run.by_source if self.by_source else run.cells)]
 
 
-def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False) -> LeaderboardView:
-    """Load runs and build their tables and footer (metric definitions, CI method, warnings)."""
+def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False,
+               controls: bool = False) -> LeaderboardView:
+    """Load runs and build their tables and footer (metric definitions, CI method, warnings); with
+    ``controls``, also the image-controls report (:mod:`medmim_eval.control_view`)."""
     from medmim_eval.exports.metric_notes import footer_lines, not_scored_lines
 
     runs = load_runs(run_dirs, by_source=by_source)
     view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source)
     view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
     view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs)
+    if controls:
+        from medmim_eval.control_view import control_report
+
+        view.controls = control_report(run_dirs)
     return view
 
 

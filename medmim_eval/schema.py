@@ -119,6 +119,8 @@ class SampleRecord(BaseModel):
     tokens: dict[str, int] | None = None
     cached: bool = False
     finished_at: str | None = None
+    control: str | None = None  # the image control of the task (medmim_eval.controls), if any
+    refers_to_position: bool | None = None  # controls only: the question names an image by its place
 
     @property
     def done(self) -> bool:
@@ -141,6 +143,7 @@ class TaskInfo(BaseModel):
     n_samples: int
     n_skipped: int = 0
     skipped_reasons: dict[str, int] = Field(default_factory=dict)
+    control: dict[str, Any] | None = None  # an image control's definition (medmim_eval.controls)
 
 
 class PluginRecord(BaseModel):

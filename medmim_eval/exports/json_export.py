@@ -43,6 +43,7 @@ def to_dict(view: "LeaderboardView") -> dict[str, Any]:
                        for model, n in not_scored.items()},
         "columns": COLUMNS,
         "rows": long_rows(view),
+        **({"controls": view.controls.as_dict()} if view.controls is not None else {}),
     }
 
 
