@@ -19,6 +19,7 @@ class Capabilities:
 
     Attributes:
         max_images: the most images one prompt may carry; samples with more are flagged.
+        min_images: the fewest images one prompt may carry (``@noimage`` sends none); fewer are flagged.
         interleaved: accepts images between text pieces (not only before the text).
         batch_size: prompts handed to one ``generate`` call.
         max_concurrency: ``generate`` calls that may run at once.
@@ -27,6 +28,7 @@ class Capabilities:
     """
 
     max_images: int = 3
+    min_images: int = 0
     interleaved: bool = True
     batch_size: int = 1
     max_concurrency: int = 1

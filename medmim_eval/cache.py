@@ -38,7 +38,10 @@ def cache_key(fingerprint: dict[str, Any], sample: Sample, settings: GenerationS
         {"type": "image", "sha256": hasher(p.path)} if p.type == "image" else {"type": "text", "text": p.text}
         for p in sample.prompt.parts
     ]
-    payload = {"model": fingerprint, "prompt": parts, "settings": settings.as_dict()}
+    payload: dict[str, Any] = {"model": fingerprint, "prompt": parts, "settings": settings.as_dict()}
+    control = sample.metadata.get("control")
+    if control:  # a control never shares an answer with the standard task, even for an identical prompt
+        payload["control"] = control
     return content_hash(json.dumps(payload, sort_keys=True, default=str))
 
 

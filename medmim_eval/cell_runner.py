@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from medmim_eval.adapter import GenerationRequest, GenerationResult, ModelAdapter
 from medmim_eval.cache import cache_key
-from medmim_eval.errors import TooManyImagesError
-from medmim_eval.flags import TOO_MANY_IMAGES
+from medmim_eval.errors import TooFewImagesError, TooManyImagesError
+from medmim_eval.flags import has_too_many_images
 from medmim_eval.manifest import now
 from medmim_eval.schema import ModelError, PromptRecord, Sample, SampleRecord
 from medmim_eval.scoring import score_answer_explained
@@ -46,10 +46,12 @@ class CellRunner:
         outputs: dict[str, GenerationResult | BaseException] = {}
         from_cache: set[str] = set()
         keys: dict[str, str] = {}
-        limit = self.adapter.capabilities.max_images
+        limit, least = self.adapter.capabilities.max_images, self.adapter.capabilities.min_images
         for sample in batch:  # never sent, never truncated: recorded and counted in every view's footer
             if len(sample.images) > limit:
                 outputs[sample.key] = TooManyImagesError(len(sample.images), limit, self.adapter.model_id)
+            elif len(sample.images) < least:  # e.g. @noimage for a model that needs an image
+                outputs[sample.key] = TooFewImagesError(len(sample.images), least, self.adapter.model_id)
         use_cache = runner.cache is not None and self.adapter.capabilities.cacheable
         if use_cache:
             for sample in batch:
@@ -78,7 +80,7 @@ class CellRunner:
             result = outputs[sample.key]
             record = self._record(sample, result, latency if sample.key not in from_cache else 0.0)
             record.cached = sample.key in from_cache
-            if record.error is not None and record.error.type == TOO_MANY_IMAGES:
+            if has_too_many_images(record):
                 flagged += 1
             elif record.error is not None:
                 errors += 1
@@ -98,7 +100,8 @@ class CellRunner:
             key=sample.key, task=sample.task, model=self.adapter.model_id, kind=sample.kind,
             ability=sample.ability, source=sample.source, item_id=sample.item_id,
             n_images=len(sample.images), n_options=len(sample.options) or None, image_set="|".join(sample.image_set), gold=sample.answer,
-            finished_at=now(),
+            finished_at=now(), control=sample.metadata.get("control"),
+            refers_to_position=sample.metadata.get("refers_to_position"),
         )
         if isinstance(result, BaseException):
             previous = self.previous.get(sample.key)

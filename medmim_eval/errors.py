@@ -46,3 +46,15 @@ def os_error_reason(exc: OSError, path: Path | None = None) -> str:
         if blocker is not None:
             return f"{blocker} is a file, not a folder"
     return exc.strerror or type(exc).__name__
+
+
+class TooFewImagesError(MedmimError):
+    """A sample has fewer images than the model needs (``@noimage`` on a model that needs one); nothing was sent.
+
+    Flagged and counted exactly like :class:`TooManyImagesError` (see :mod:`medmim_eval.flags`).
+    """
+
+    def __init__(self, n_images: int, min_images: int, model: str = "") -> None:
+        self.n_images, self.min_images = n_images, min_images
+        who = f"{model} needs" if model else "the model needs"
+        super().__init__(f"{n_images} images, but {who} at least min_images={min_images}; nothing was sent")

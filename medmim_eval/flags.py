@@ -2,6 +2,8 @@
 
 Such a sample is never truncated: it is recorded with a ``TooManyImagesError`` and counted, per
 result cell (``ResultCell.too_many_images``, part of ``errors``) and per model in every view's footer.
+A sample with fewer images than the model needs (``TooFewImagesError``: ``@noimage`` on a model that
+needs an image) is flagged and counted the same way.
 """
 from __future__ import annotations
 
@@ -9,14 +11,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from medmim_eval.errors import TooManyImagesError
+from medmim_eval.errors import TooFewImagesError, TooManyImagesError
 from medmim_eval.schema import ResultCell, SampleRecord
 
 TOO_MANY_IMAGES = TooManyImagesError.__name__
+IMAGE_COUNT_FLAGS = (TOO_MANY_IMAGES, TooFewImagesError.__name__)
 
 
 def has_too_many_images(record: SampleRecord) -> bool:
-    return record.error is not None and record.error.type == TOO_MANY_IMAGES
+    """The record is a sample not sent for its image count (too many, or too few for the model)."""
+    return record.error is not None and record.error.type in IMAGE_COUNT_FLAGS
 
 
 def with_flag_counts(cells: Iterable[ResultCell], records: Iterable[SampleRecord]) -> list[ResultCell]:

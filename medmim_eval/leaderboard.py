@@ -299,6 +299,7 @@ class LeaderboardView:
     paper_matches: "PaperMatches | None" = None
     with_paper: bool = False
     vs_paper: bool = False
+    controls: Any = None  # a medmim_eval.control_view.ControlReport with ``--controls``
 
     @property
     def cells(self) -> list[ResultCell]:
@@ -307,8 +308,10 @@ class LeaderboardView:
 
 
 def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False,
-               with_paper: bool = False, vs_paper: bool = False, paper_file: Path | None = None) -> LeaderboardView:
+               with_paper: bool = False, vs_paper: bool = False, paper_file: Path | None = None,
+               controls: bool = False) -> LeaderboardView:
     """Load runs and build their tables and footer (metric definitions, CI method, warnings).
+    With ``controls``, also the image-controls report (:mod:`medmim_eval.control_view`).
 
     With ``with_paper`` the paper's reported Table 1 rows are added to the Med-MIM table; with
     ``vs_paper`` each measured model that is a paper model is shown beside its reported row with
@@ -338,6 +341,10 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
         view.tables = add_paper_rows(view.tables, view.paper, view.paper_matches, with_paper=with_paper,
                                      vs_paper=vs_paper)
         view.footer += paper_footer(view.paper, view.paper_matches, vs_paper=vs_paper)
+    if controls:
+        from medmim_eval.control_view import control_report
+
+        view.controls = control_report(run_dirs)
     return view
 
 

@@ -158,7 +158,8 @@ class Runner:
                 name=task.selection.name, kinds=list(task.selection.kinds),
                 files=[str(p) for p in task.loaded.files], sha256=task.loaded.data_hash(),
                 n_samples=len(task.samples), n_skipped=task.skipped.get("samples", 0), skipped_reasons=task.skipped,
-                from_file=task.selection.path is not None and not task.selection.name.startswith("file:"),
+                from_file=task.selection.path is not None and not task.selection.base.startswith("file:"),
+                control=task.loaded.control,
             ))
             if task.skipped:
                 self.summary.skipped[task.selection.label] = task.skipped

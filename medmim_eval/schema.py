@@ -156,6 +156,8 @@ class SampleRecord(BaseModel):
     tokens: dict[str, int] | None = None
     cached: bool = False
     finished_at: str | None = None
+    control: str | None = None  # the image control of the task (medmim_eval.controls), if any
+    refers_to_position: bool | None = None  # controls only: the question names an image by its place
 
     @property
     def done(self) -> bool:
@@ -181,6 +183,7 @@ class TaskInfo(BaseModel):
     # The samples came from files[0], a Med-MIM JSON given in --tasks, evaluated under a registered
     # task's name (run --as, or a built file whose dataset card says what it stands for).
     from_file: bool = False
+    control: dict[str, Any] | None = None  # an image control's definition (medmim_eval.controls)
 
 
 class PluginRecord(BaseModel):

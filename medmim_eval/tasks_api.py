@@ -1,11 +1,13 @@
-"""Task selection and loading: names, groups, ``:closed``/``:open`` suffixes and JSON paths."""
+"""Task selection and loading: names, groups, ``:closed``/``:open`` suffixes, ``@CONTROL`` variants
+(see :mod:`medmim_eval.controls`) and JSON paths."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from medmim_eval.controls import SEPARATOR, apply_control, split_control
 from medmim_eval.datadir import DataPaths
 from medmim_eval.errors import MedmimError, UnknownNameError
 from medmim_eval.registry import TaskEntry, unknown_name_message
@@ -33,6 +35,7 @@ class LoadedTask:
     name: str
     samples: list[Sample]
     files: list[Path] = field(default_factory=list)
+    control: dict[str, Any] | None = None  # the control's definition, for the manifest
 
     def data_hash(self) -> str:
         digest = "".join(content_hash(p.read_bytes()) for p in self.files if p.is_file())
@@ -51,9 +54,21 @@ class TaskSelection:
     def label(self) -> str:
         return self.name if self.kinds == KINDS else f"{self.name}:{self.kinds[0]}"
 
+    @property
+    def base(self) -> str:
+        """The standard task this selection is (or is a control of)."""
+        return split_control(self.name)[0]
+
+    @property
+    def control(self) -> str | None:
+        return split_control(self.name)[1]
+
 
 def select_tasks(spec: str, host: "PluginHost", *, as_task: str | None = None) -> list[TaskSelection]:
-    """Expand ``TASK[:closed|:open][,...]`` with groups and JSON paths into selections.
+    """Expand ``TASK[@CONTROL][:closed|:open][,...]`` with groups and JSON paths into selections.
+
+    A control applies to every member of a group (``held-out@blind``); ``TASK:closed@blind`` is
+    read like ``TASK@blind:closed``.
 
     A JSON file is the task ``file:<stem>``, unless it stands for a benchmark task: named by
     ``as_task`` (``run --as``), or declared by the dataset card beside it (a builder's
@@ -76,17 +91,19 @@ def select_tasks(spec: str, host: "PluginHost", *, as_task: str | None = None) -
         if not raw:
             continue
         name, kinds = _split_kind(raw)
+        name, control = split_control(name)
+        suffix = f"{SEPARATOR}{control}" if control else ""
         if name.endswith(".json"):
             path = Path(name).expanduser()
             if not path.is_file():
                 raise UnknownNameError(f"task file '{name}' does not exist")
-            task_name = as_task or _declared_task(path, host) or f"file:{path.stem}"
+            task_name = (as_task or _declared_task(path, host) or f"file:{path.stem}") + suffix
             _merge(selections, TaskSelection(task_name, kinds, path=path.resolve()))
         elif name in host.groups:
             for member in host.groups.get(name).members:
-                _merge(selections, TaskSelection(member, kinds))
+                _merge(selections, TaskSelection(member + suffix, kinds))
         elif name in host.tasks:
-            _merge(selections, TaskSelection(name, kinds))
+            _merge(selections, TaskSelection(name + suffix, kinds))
         else:
             known = host.tasks.names() + host.groups.names()
             raise UnknownNameError(unknown_name_message("task", name, known))
@@ -114,6 +131,9 @@ def _split_kind(raw: str) -> tuple[str, tuple[Kind, ...]]:
     for kind in KINDS:
         if raw.endswith(f":{kind}"):
             return raw[: -len(kind) - 1], (kind,)
+        head, sep, control = raw.rpartition(SEPARATOR)
+        if sep and head.endswith(f":{kind}"):  # TASK:closed@CONTROL
+            return f"{head[: -len(kind) - 1]}{SEPARATOR}{control}", (kind,)
     return raw, KINDS
 
 
@@ -131,26 +151,37 @@ def _merge(selections: dict[str, TaskSelection], new: TaskSelection) -> None:
 
 
 def load_selection(selection: TaskSelection, host: "PluginHost", context: TaskContext) -> LoadedTask:
-    """Load one selected task and keep the samples of the selected kinds."""
+    """Load one selected task, keep the samples of the selected kinds and apply its control."""
+    base = selection.base
     if selection.path is not None:
         from medmim_eval.medmim_format import load_medmim_file
 
         folder = selection.path.parent
-        ability = host.tasks.get(selection.name).ability if selection.name in host.tasks else "custom"
-        samples = load_medmim_file(selection.path, task=selection.name, ability=ability or "custom",
+        ability = host.tasks.get(base).ability if base in host.tasks else "custom"
+        samples = load_medmim_file(selection.path, task=base, ability=ability or "custom",
                                    image_root=lambda _tag: folder)
-        loaded = LoadedTask(selection.name, samples, [selection.path])
+        loaded = LoadedTask(base, samples, [selection.path])
     else:
-        entry: TaskEntry = host.tasks.get(selection.name)
+        entry: TaskEntry = host.tasks.get(base)
         loaded = entry.load_loader()(context)
         if not isinstance(loaded, LoadedTask):
-            raise TypeError(f"task '{selection.name}' loader returned {type(loaded).__name__}, not LoadedTask")
-    loaded.samples = [s for s in loaded.samples if s.kind in selection.kinds]
+            raise TypeError(f"task '{base}' loader returned {type(loaded).__name__}, not LoadedTask")
+    everything = loaded.samples
+    loaded.samples = [s for s in everything if s.kind in selection.kinds]
+    control = selection.control
+    if control is not None:
+        loaded.samples, loaded.control = apply_control(loaded.samples, control, seed=context.seed,
+                                                       cache_dir=context.cache_dir, colour_from=everything)
+        loaded.name = selection.name
     return loaded
 
 
 def task_placement(name: str, host: "PluginHost") -> tuple[str, str, str]:
-    """(table, group, column) where the leaderboard shows a task."""
+    """(table, group, column) where the leaderboard shows a task (a control: its task's place, ``@CONTROL`` added)."""
+    base, control = name.rpartition(SEPARATOR)[0::2] if SEPARATOR in name else (name, "")
+    if control and base in host.tasks:
+        table, group, column = task_placement(base, host)
+        return table, group, f"{column}{SEPARATOR}{control}"
     if name in host.tasks:
         entry = host.tasks.get(name)
         return entry.table, entry.group, entry.column or name

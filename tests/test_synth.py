@@ -251,6 +251,8 @@ def _n_components(path: str, min_size: int = 8) -> int:
 def _elongation(path: str) -> float:
     pixels, _ = _bright_pixels(path)
     n = len(pixels)
+    if not n:
+        return 1.0  # no finding: nothing elongated (a uniform image under @blind)
     mx = sum(x for x, _ in pixels) / n
     my = sum(y for _, y in pixels) / n
     sxx = sum((x - mx) ** 2 for x, _ in pixels) / n
@@ -286,7 +288,8 @@ def _oracle(key: str, s: Sample) -> str:
     elif "smallest" in q:
         pick = areas.index(min(areas))
     elif "two separate" in q:
-        pick = [_n_components(p) for p in paths].index(2)
+        components = [_n_components(p) for p in paths]
+        pick = components.index(2) if 2 in components else 0
     else:
         pick = areas.index(min(areas))  # the one with no finding
     return ("first", "second", "third")[pick]

@@ -30,6 +30,10 @@ DEFAULT_MAX_RECORDS = 200
               "row, with the difference.")
 @click.option("--paper-table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A copy of the paper's table to use instead of the bundled one (its dagger rows are checked).")
+@click.option("--controls", is_flag=True,
+              help="Add the image controls (TASK@blind, @noimage, @shuffle, @single): each control's score, its paired "
+              "difference from the standard run with a 95% interval, and whether each model uses the images "
+              "(rich, markdown, json and html).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="HTML: data directory to reload tasks from for prompts and image thumbnails "
               "(default: $MEDMIM_DATA_DIR, config, ~/.local/share/medmim-eval).")
@@ -38,15 +42,17 @@ DEFAULT_MAX_RECORDS = 200
 @click.pass_context
 def leaderboard(ctx: click.Context, run_dirs: tuple[Path, ...], fmt: str, output: Path | None, ci: bool,
                 chance: bool, by_source: bool, with_paper: bool, vs_paper: bool, paper_table: Path | None,
-                data_dir: Path | None, max_records: int) -> None:
+                controls: bool, data_dir: Path | None, max_records: int) -> None:
     """Show the scores of one or more run directories (rows: models; columns: tasks, C and O).
 
     The footer names the metric definitions behind the numbers and warns when the runs differ.
     """
     from medmim_eval.leaderboard import build_view
 
+    if controls and fmt in ("csv", "latex"):
+        raise click.UsageError(f"--controls is shown in the rich, markdown, json and html formats, not {fmt}")
     view = build_view(list(run_dirs), ci=ci, chance=chance, by_source=by_source, with_paper=with_paper,
-                      vs_paper=vs_paper, paper_file=paper_table)
+                      vs_paper=vs_paper, paper_file=paper_table, controls=controls)
     if not view.tables:
         what = "no per-source cells (no samples.jsonl to recompute them from)" if by_source else "no scored samples"
         click.echo(f"{what} in these run directories", err=True)
@@ -84,6 +90,15 @@ def _print_rich(view: "LeaderboardView", output: Path | None) -> None:
 
         text = io.StringIO()
         print_rich(view.tables, Console(file=text, width=200), ci=view.ci, footer=view.footer)
+        _print_controls(view, Console(file=text, width=200))
         write_output_file(output, text.getvalue(), "--output")
     else:
         print_rich(view.tables, ci=view.ci, footer=view.footer)
+        _print_controls(view, None)
+
+
+def _print_controls(view: "LeaderboardView", console: object | None) -> None:
+    if view.controls is not None:
+        from medmim_eval.control_view import print_rich as print_controls
+
+        print_controls(view.controls, console)

@@ -18,7 +18,12 @@ def render(fmt: str, view: "LeaderboardView", **options: Any) -> str:
     if fmt == "markdown":
         from medmim_eval.exports.text_export import to_markdown
 
-        return to_markdown(view.tables, ci=view.ci, footer=view.footer)
+        text = to_markdown(view.tables, ci=view.ci, footer=view.footer)
+        if view.controls is not None:
+            from medmim_eval.control_view import to_markdown as controls_markdown
+
+            text += "\n" + controls_markdown(view.controls)
+        return text
     if fmt == "csv":
         from medmim_eval.exports.csv_export import to_csv
 

@@ -140,6 +140,14 @@ def _records_html(view: "LeaderboardView", host: "PluginHost | None", data: "Dat
     return (f'<ul class="notes">{notes}</ul>' if notes else "") + "".join(parts)
 
 
+def _controls_html(view: "LeaderboardView") -> str:
+    if view.controls is None:
+        return ""
+    from medmim_eval.control_view import to_html as controls_html
+
+    return f'<section id="controls">{controls_html(view.controls)}</section>\n'
+
+
 def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: "DataPaths | None" = None,
             max_records: int = DEFAULT_MAX_RECORDS) -> str:
     """The whole report as one HTML document.
@@ -168,7 +176,7 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
 <p class="note">Runs: {runs}. Generated {stamp} by medmim-eval {_e(__version__)}.{mode}</p>
 <nav><a href="#tables">Tables</a> · <a href="#details">Per-task details</a> · <a href="#records">Sample records</a></nav>
 <section id="tables"><h2>Leaderboard</h2>{tables}<ul class="notes">{footer}</ul></section>
-<section id="details"><h2>Per-task details</h2>{_details_html(view)}</section>
+{_controls_html(view)}<section id="details"><h2>Per-task details</h2>{_details_html(view)}</section>
 <section id="records"><h2>Sample records</h2>{records}</section>
 </body></html>
 """

@@ -46,6 +46,7 @@ def to_dict(view: "LeaderboardView") -> dict[str, Any]:
         "columns": COLUMNS,
         "rows": long_rows(view),
         "paper": _paper(view),
+        **({"controls": view.controls.as_dict()} if view.controls is not None else {}),
     }
 
 

@@ -33,7 +33,7 @@ class EchoAdapter:
     real server; ``fail=SUBSTRING`` raises for samples whose key contains it;
     ``gate=PATH,after=N`` holds every batch after the first N prompts of this process until PATH
     exists (a run that stops mid-way, to be killed); ``max_images=N`` is the capability the runner
-    enforces; ``refuse_over=N`` makes the adapter itself refuse samples with more than N images
+    enforces, like ``min_images=N``; ``refuse_over=N`` makes the adapter itself refuse samples with more than N images
     (a ``TooManyImagesError`` carrying what was sent); ``broken_rank=R`` makes ``fingerprint()`` crash
     in the data-parallel rank R (``$RANK``), like a bug that hits one process only.
     """
@@ -50,6 +50,7 @@ class EchoAdapter:
         self.answered = 0
         self.broken_rank = options.get("broken_rank")
         self.capabilities = Capabilities(max_images=int(options.get("max_images", 3)),
+                                         min_images=int(options.get("min_images", 0)),
                                          batch_size=int(options.get("batch", 2)),
                                          max_concurrency=int(options.get("concurrency", 2)))
 
