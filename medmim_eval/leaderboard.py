@@ -24,6 +24,7 @@ KIND_LETTER = {"closed": "C", "open": "O"}
 KINDS = ("closed", "open")
 SCORE = "score"
 CHANCE_NORMALISED = "chance_normalised"
+SHORTCUT_MARGIN = "shortcut_margin"
 
 # The paper's Table 1: (group, column label, task name).
 MEDMIM_LAYOUT: tuple[tuple[str, str, str], ...] = (
@@ -70,8 +71,9 @@ class Table:
     """Rows are models, columns task x kind (x source); values on 0-100, ``None`` for no data.
 
     ``rows`` holds the values shown (the score, or the chance-normalised accuracy of closed
-    columns when ``value == "chance_normalised"``); ``cells`` holds the result cell behind each
-    value, for intervals and details.
+    columns when ``value == "chance_normalised"``, or with ``value == "shortcut_margin"`` the
+    accuracy minus the best text-only shortcut on the same items); ``cells`` holds the result cell
+    behind each value, for intervals and details.
     """
 
     title: str
@@ -101,6 +103,9 @@ class Table:
             # A fixed affine map of accuracy, so the accuracy interval maps onto it exactly.
             low, high = chance_normalised(cell.ci_low, cell.chance), chance_normalised(cell.ci_high, cell.chance)
             return (low, high) if low is not None and high is not None else None
+        if self.value == SHORTCUT_MARGIN:
+            # The shortcut is fixed on the cell's items, so the margin's interval is the accuracy's, shifted.
+            return None if cell.shortcut is None else (cell.ci_low - cell.shortcut, cell.ci_high - cell.shortcut)
         return cell.ci_low, cell.ci_high
 
 
@@ -110,6 +115,8 @@ def shown_value(cell: ResultCell | None, value: str = SCORE) -> float | None:
         return None
     if value == CHANCE_NORMALISED and cell.kind == "closed":
         return cell.chance_normalised
+    if value == SHORTCUT_MARGIN:
+        return None if cell.score is None or cell.shortcut is None else cell.score - cell.shortcut
     return cell.score
 
 
@@ -118,7 +125,9 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
 
     Args:
         cells: result cells; with ``by_source`` these are per-source cells (``cell.source`` set).
-        value: ``"score"``, or ``"chance_normalised"`` to show closed columns chance-normalised.
+        value: ``"score"``, or ``"chance_normalised"`` to show closed columns chance-normalised, or
+            ``"shortcut_margin"`` for closed columns only: first a table of the text-only shortcut
+            rules' accuracy per column, then each model's margin over the best of them.
         by_source: one column per task x source dataset x kind present in ``cells``.
     """
     cells = list(cells)
@@ -127,6 +136,7 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
     models = sorted({c.model for c in cells})
     known = {task for layout in (MEDMIM_LAYOUT, SYNTH_LAYOUT) for _, _, task in layout}
     others = tuple(("Other", task, task) for task in sorted({c.task for c in cells} - known))
+    kinds = ("closed",) if value == SHORTCUT_MARGIN else KINDS
     tables = []
     for title, layout in ((MEDMIM_TITLE, MEDMIM_LAYOUT), (SYNTH_TITLE, SYNTH_LAYOUT), (OTHER_TITLE, others)):
         tasks = {task for _, _, task in layout}
@@ -137,11 +147,35 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
             if by_source:
                 present = sorted({(c.source or "", c.kind) for c in cells if c.task == task})
                 columns += [Column(group, label, task, k, s or None) for s in dict.fromkeys(s for s, _ in present)
-                            for k in KINDS if (s, k) in present]
+                            for k in kinds if (s, k) in present]
             else:
-                columns += [Column(group, label, task, kind) for kind in KINDS]
+                columns += [Column(group, label, task, kind) for kind in kinds]
+        if value == SHORTCUT_MARGIN:
+            tables.append(_shortcut_table(title, columns, cells, by_source))
         tables.append(_fill(title, columns, models, by_key, value))
     return tables
+
+
+def _shortcut_table(title: str, columns: list[Column], cells: list[ResultCell], by_source: bool) -> Table:
+    """Rows: the text-only shortcut rules; values: their accuracy on the items of each column.
+
+    Models may have scored different items of a column (errors); the cell with the most scored
+    items stands for the column here, while each model's margin uses its own cell.
+    """
+    from medmim_eval.shortcuts import SHORTCUT_RULES
+
+    table = Table(title=f"{title} — text-only shortcut baselines (closed accuracy %)", columns=columns)
+    reference: list[ResultCell | None] = []
+    for column in columns:
+        candidates = [c for c in cells if (c.task, c.kind, c.source if by_source else None)
+                      == (column.task, column.kind, column.source) and c.shortcuts]
+        reference.append(max(candidates, key=lambda c: (c.n_scored, c.model)) if candidates else None)
+    for rule in SHORTCUT_RULES:
+        table.rows[rule] = [cell.shortcuts.get(rule) if cell else None for cell in reference]
+    table.notes.append("Each rule answers from the question and option texts only (ties: earliest letter); "
+                       "majority = the task's most frequent gold letter. A dash: the run recorded no shortcut "
+                       "scores for that column (cells recomputed without the task data); rerun it to rescore.")
+    return table
 
 
 def _fill(title: str, columns: list[Column], models: list[str],
@@ -149,6 +183,8 @@ def _fill(title: str, columns: list[Column], models: list[str],
     table = Table(title=title, columns=columns, value=value)
     if value == CHANCE_NORMALISED:
         table.title += " — closed columns chance-normalised"
+    elif value == SHORTCUT_MARGIN:
+        table.title += " — margin over the best text-only shortcut"
     errors = flagged = 0
     for model in models:
         row = [by_key.get((model, c.task, c.kind, c.source)) for c in columns]
@@ -160,6 +196,9 @@ def _fill(title: str, columns: list[Column], models: list[str],
     if value == CHANCE_NORMALISED:
         table.notes.append("C: chance-normalised accuracy = 100 x (accuracy - chance) / (100 - chance): "
                            "0 at chance level, 100 perfect, negative below chance. O: open score (0-100).")
+    elif value == SHORTCUT_MARGIN:
+        table.notes.append("C: accuracy minus the best text-only shortcut's accuracy on the same items, in points "
+                           "(above 0: the model beats every rule that ignores the images).")
     else:
         table.notes.append("C: closed-question accuracy (%). O: open score (0-100).")
     if errors:
@@ -277,6 +316,7 @@ class LeaderboardView:
     ci: bool = False
     chance: bool = False
     by_source: bool = False
+    shortcuts: bool = False
 
     @property
     def cells(self) -> list[ResultCell]:
@@ -284,13 +324,21 @@ class LeaderboardView:
         return [c for run in self.runs for c in (run.by_source if self.by_source else run.cells)]
 
 
-def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False) -> LeaderboardView:
-    """Load runs and build their tables and footer (metric definitions, CI method, warnings)."""
+def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False,
+               shortcuts: bool = False) -> LeaderboardView:
+    """Load runs and build their tables and footer (metric definitions, CI method, warnings).
+
+    ``chance`` and ``shortcuts`` pick what closed columns show (see :func:`build_tables`); give one.
+    """
     from medmim_eval.exports.metric_notes import footer_lines, not_scored_lines
 
+    if chance and shortcuts:
+        raise MedmimError("--chance and --shortcuts pick different values for the closed columns; give one")
     runs = load_runs(run_dirs, by_source=by_source)
-    view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source)
-    view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
+    view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source,
+                           shortcuts=shortcuts)
+    value = CHANCE_NORMALISED if chance else SHORTCUT_MARGIN if shortcuts else SCORE
+    view.tables = build_tables(view.cells, value=value, by_source=by_source)
     view.footer = footer_lines(runs, ci=ci) + not_scored_lines(runs)
     return view
 

@@ -56,13 +56,18 @@ def package_versions() -> dict[str, str]:
 
 
 def metric_definitions(open_definition: dict[str, Any]) -> dict[str, Any]:
-    return {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition}
+    from medmim_eval import shortcuts
+
+    return {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition,
+            "shortcuts": shortcuts.definition()}
 
 
 def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
-    """A definition without package versions: a patch upgrade does not block a resume."""
+    """A definition without package versions or the shortcut rules: a patch upgrade does not block a
+    resume, and the text-only baselines (recomputed from the data at every scoring) never change a
+    model's score."""
     open_part = {k: v for k, v in (definition.get("open") or {}).items() if k != "versions"}
-    return {**definition, "open": open_part}
+    return {**{k: v for k, v in definition.items() if k != "shortcuts"}, "open": open_part}
 
 
 def read_manifest(run_dir: Path) -> RunManifest | None:

@@ -21,6 +21,7 @@ BUILTIN_COMMANDS = {
     "serve": "medmim_eval.cli.serve_cmd:serve",
     "train": "medmim_eval.cli.train_cmd:train",
     "demo": "medmim_eval.cli.demo_cmd:demo",
+    "audit": "medmim_eval.cli.audit_cmd:audit",
 }
 
 

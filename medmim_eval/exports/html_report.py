@@ -104,10 +104,12 @@ def _details_html(view: "LeaderboardView") -> str:
             interval = fmt_interval((c.ci_low, c.ci_high)) if c.ci_low is not None and c.ci_high is not None else MISSING
             rows.append(f"<tr><td>{_e(c.model)}</td><td>{_e(c.kind)}</td>{source}<td>{c.n}</td><td>{c.n_scored}</td>"
                         f"<td>{fmt(c.score)}</td><td>{interval}</td><td>{fmt(c.chance)}</td><td>{fmt(c.chance_normalised)}</td>"
+                        f"<td>{_e(c.shortcut_rule or '')} {fmt(c.shortcut)}</td><td>{fmt(c.shortcut_normalised)}</td>"
                         f"<td>{_pct(c.unparseable_rate)}</td><td>{c.errors}</td><td>{c.too_many_images}</td>"
                         f"<td>{c.n_clusters}</td></tr>")
         parts.append(f"<h3>{_e(task)}</h3><table><thead><tr><th>Model</th><th>Kind</th>{source_head}<th>n</th>"
                      "<th>scored</th><th>score</th><th>95% CI</th><th>chance</th><th>chance-norm.</th>"
+                     "<th>best shortcut</th><th>shortcut-norm.</th>"
                      f"<th>unparseable</th><th>errors</th><th title=\"{TOO_MANY_TITLE}\">too many images</th>"
                      f"<th>clusters</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
     return "".join(parts)
@@ -154,7 +156,8 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
                      for line in view.footer)
     runs = ", ".join(f"{_e(run.run_dir.name)} (run id {_e(run.run_id)})" for run in view.runs)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    mode = " Closed columns show chance-normalised accuracy." if view.chance else ""
+    mode = (" Closed columns show chance-normalised accuracy." if view.chance else
+            " Closed columns show the margin over the best text-only shortcut." if view.shortcuts else "")
     tables = "".join(_table_html(t, view.ci) for t in view.tables)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">

@@ -66,8 +66,12 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     parts.append(f"closed = accuracy, answer-extraction rule v{rule}" if rule is not None
                  else "closed = accuracy, answer-extraction rule not recorded")
     parts.append(f"open = {describe_open(metrics.get('open'))}")
+    shortcuts = metrics.get("shortcuts")
+    if isinstance(shortcuts, dict):
+        parts.append(f"shortcut baselines v{shortcuts.get('version', '?')} = best of "
+                     f"{', '.join(shortcuts.get('rules') or [])} ({shortcuts.get('ties', '')})")
     for name, value in metrics.items():
-        if name not in ("extraction_rule_version", "open"):
+        if name not in ("extraction_rule_version", "open", "shortcuts"):
             parts.append(f"{name} = {_compact(value)}")
     return " | ".join(parts)
 

@@ -21,6 +21,9 @@ COLUMNS: dict[str, str] = {
     "ci_high": "upper bound of the 95% cluster-bootstrap interval of score",
     "chance": "closed: expected accuracy of uniform guessing, in % (mean of 100/k)",
     "chance_normalised": "closed: 100 x (score - chance) / (100 - chance)",
+    "shortcut": "closed: accuracy in % of the best text-only shortcut rule on the same items",
+    "shortcut_rule": "closed: which rule that is (longest-option, shortest-option, question-overlap, majority)",
+    "shortcut_normalised": "closed: 100 x (score - shortcut) / (100 - shortcut)",
     "unparseable_rate": "closed: fraction (0-1) of scored answers naming no option",
     "errors": "samples that ended in a model error (not scored)",
     "too_many_images": "of errors: samples with more images than the model accepts (not sent, never truncated)",
@@ -37,6 +40,8 @@ def long_rows(view: "LeaderboardView") -> list[dict[str, Any]]:
                 "kind": cell.kind, "source": cell.source if view.by_source else None, "n": cell.n,
                 "n_scored": cell.n_scored, "score": cell.score, "ci_low": cell.ci_low, "ci_high": cell.ci_high,
                 "chance": cell.chance, "chance_normalised": cell.chance_normalised,
+                "shortcut": cell.shortcut, "shortcut_rule": cell.shortcut_rule,
+                "shortcut_normalised": cell.shortcut_normalised,
                 "unparseable_rate": cell.unparseable_rate, "errors": cell.errors,
                 "too_many_images": cell.too_many_images,
             })
