@@ -190,3 +190,14 @@ def test_a_real_run_scores_the_longest_option_as_the_card_does(shared_data: Path
     cell = json.loads((out / "results.json").read_text())["cells"][0]
     assert cell["score"] == pytest.approx(official_card["held-out-rad"]["shortcuts"]["longest-option"])
     assert cell["shortcut_rule"] == "longest-option" and cell["shortcut_normalised"] == 0.0
+
+
+def test_html_report_has_a_benchmark_card_of_the_reloaded_tasks(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run_cli("run", "-m", "majority", "-t", str(_write_task(tmp_path)), "-o", str(out), "-q").returncode == 0
+    report = run_cli("leaderboard", str(out), "--format", "html", "--data-dir", str(tmp_path))
+    assert report.returncode == 0, report.stderr
+    card = report.stdout.split('<section id="card">')[1].split("</section>")[0]
+    assert "A:1 B:2 C:1" in card and "<td>longest-option</td>" in card  # gold letters; the best rule
+    blind = run_cli("leaderboard", str(out), "--format", "html", "--max-records", "0")
+    assert "no benchmark card" in blind.stdout

@@ -1,7 +1,8 @@
 """The HTML report: ONE self-contained file (inline CSS, no script, no external URL of any kind).
 
 Sections: the leaderboard tables (best bold, second underlined, intervals with ``--ci``), the
-footer (metric definitions), per-task details (n, CI, chance, unparseable rate, errors) and the
+footer (metric definitions), per-task details (n, CI, chance, best shortcut, unparseable rate,
+errors), the benchmark card of the reloaded tasks (:mod:`medmim_eval.exports.html_card`) and the
 per-sample drill-down with embedded thumbnails (see :mod:`medmim_eval.exports.html_records`).
 Nothing from the manifest beyond task names is shown: no model specs, URLs or keys.
 """
@@ -16,7 +17,8 @@ from medmim_eval.exports.drilldown import load_run_samples, record_groups
 from medmim_eval.exports.html_records import group_details
 from medmim_eval.exports.thumbnails import THUMB_PX, ThumbnailSheet
 from medmim_eval.leaderboard import KIND_LETTER, MISSING, Table, fmt, fmt_interval
-from medmim_eval.schema import ResultCell
+from medmim_eval.exports.html_card import card_html
+from medmim_eval.schema import ResultCell, Sample
 
 if TYPE_CHECKING:
     from medmim_eval.datadir import DataPaths
@@ -116,7 +118,8 @@ def _details_html(view: "LeaderboardView") -> str:
 
 
 def _records_html(view: "LeaderboardView", host: "PluginHost | None", data: "DataPaths | None",
-                  max_records: int, sheet: ThumbnailSheet) -> str:
+                  max_records: int, sheet: ThumbnailSheet, reloaded: dict[str, Sample]) -> str:
+    """The drill-down; the task samples it reloads are added to ``reloaded`` (for the benchmark card)."""
     if max_records == 0:
         return '<p class="note">Drill-down disabled (--max-records 0).</p>'
     parts: list[str] = []
@@ -130,6 +133,7 @@ def _records_html(view: "LeaderboardView", host: "PluginHost | None", data: "Dat
         if host is not None and data is not None:
             loaded = load_run_samples(run.run_dir, {g.task for g in groups}, host, data)
             samples, problems = loaded.samples, problems + loaded.problems
+            reloaded.update(samples)
         else:
             problems.append(f"{run.run_dir.name}: tasks not reloaded; records are shown without prompts and thumbnails")
         parts.extend(group_details(g, samples, sheet, max_records) for g in groups)
@@ -151,7 +155,10 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
         max_records: records listed per model x task (the rest are counted, not shown).
     """
     sheet = ThumbnailSheet()
-    records = _records_html(view, host, data, max_records, sheet)
+    reloaded: dict[str, Sample] = {}
+    records = _records_html(view, host, data, max_records, sheet, reloaded)
+    card = (card_html(reloaded.values()) if reloaded else
+            '<p class="note">Task data not reloaded (no --data-dir, or --max-records 0): no benchmark card.</p>')
     footer = "".join(f'<li{" class=warn" if line.startswith("WARNING") else ""}>{_e(line.strip())}</li>'
                      for line in view.footer)
     runs = ", ".join(f"{_e(run.run_dir.name)} (run id {_e(run.run_id)})" for run in view.runs)
@@ -167,9 +174,10 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
 <body>
 <h1>medmim-eval leaderboard</h1>
 <p class="note">Runs: {runs}. Generated {stamp} by medmim-eval {_e(__version__)}.{mode}</p>
-<nav><a href="#tables">Tables</a> · <a href="#details">Per-task details</a> · <a href="#records">Sample records</a></nav>
+<nav><a href="#tables">Tables</a> · <a href="#details">Per-task details</a> · <a href="#card">Benchmark card</a> · <a href="#records">Sample records</a></nav>
 <section id="tables"><h2>Leaderboard</h2>{tables}<ul class="notes">{footer}</ul></section>
 <section id="details"><h2>Per-task details</h2>{_details_html(view)}</section>
+<section id="card"><h2>Benchmark card</h2>{card}</section>
 <section id="records"><h2>Sample records</h2>{records}</section>
 </body></html>
 """
