@@ -262,18 +262,41 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
                               "delete it to recompute from samples.jsonl") from None
     elif store.path.exists():
         records = list(store.load(repair=False).values())
+        shortcuts = _reloaded_shortcuts(run_dir)
         results = Results(run_id=manifest.run_id if manifest else run_dir.name, bootstrap=settings.describe(),
-                          cells=with_flag_counts(aggregate(records, settings), records),
-                          by_source=with_flag_counts(aggregate_by_source(records, settings), records))
+                          cells=with_flag_counts(aggregate(records, settings, shortcuts), records),
+                          by_source=with_flag_counts(aggregate_by_source(records, settings, shortcuts), records))
     else:
         raise MedmimError(f"{run_dir}: no results.json or samples.jsonl; is this a run directory?")
     if by_source and not results.by_source and store.path.exists():
         records = list(store.load(repair=False).values())
-        results.by_source = with_flag_counts(aggregate_by_source(records, settings), records)
+        results.by_source = with_flag_counts(aggregate_by_source(records, settings, _reloaded_shortcuts(run_dir)),
+                                             records)
     models = {c.model for c in results.cells} | {c.model for c in results.by_source}
     return RunData(run_dir=run_dir, run_id=results.run_id, cells=results.cells, by_source=results.by_source,
                    metrics=results.metrics or (manifest.metrics if manifest else {}),
                    bootstrap=results.bootstrap, names={m: m for m in sorted(models)})
+
+
+def _reloaded_shortcuts(run_dir: Path) -> dict[str, dict[str, bool]] | None:
+    """The shortcut table of a run's tasks, reloaded from the default data folders for cells
+    recomputed from ``samples.jsonl``; ``None`` (no shortcut figures) when a task cannot be reloaded."""
+    from medmim_eval.datadir import DataPaths
+    from medmim_eval.exports.drilldown import load_run_samples
+    from medmim_eval.manifest import read_manifest
+    from medmim_eval.plugins import create_plugin_host
+    from medmim_eval.shortcuts import shortcut_correct
+
+    manifest = read_manifest(run_dir)
+    if manifest is None or not manifest.tasks:
+        return None
+    try:
+        loaded = load_run_samples(run_dir, {t.name for t in manifest.tasks}, create_plugin_host(), DataPaths.resolve())
+    except Exception:  # the figures are optional here; the scores never depend on them
+        return None
+    if loaded.problems:
+        return None
+    return shortcut_correct(list(loaded.samples.values()))
 
 
 def load_runs(run_dirs: list[Path], *, by_source: bool = False) -> list[RunData]:
