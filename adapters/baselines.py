@@ -1,16 +1,17 @@
-"""Reference baselines that need no model: ``random`` and ``majority``.
+"""Reference baselines that need no model: ``random``, ``majority`` and the text-only shortcut rules
+(``longest-option``, ``shortest-option``, ``question-overlap``; defined in :mod:`medmim_eval.shortcuts`).
 
-Both answer closed questions only; for open questions they give an empty answer, which the open
+All answer closed questions only; for open questions they give an empty answer, which the open
 metrics score as zero.
 """
 from __future__ import annotations
 
 import random
-from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
 from medmim_eval.schema import PromptRecord, Sample, content_hash
+from medmim_eval.shortcuts import TEXT_RULES, letter_ranking, majority_choice
 
 _INSTANT = Capabilities(max_images=99, batch_size=64, max_concurrency=1, cacheable=False)
 
@@ -59,8 +60,7 @@ class MajorityBaseline:
         return {"adapter": "majority"}
 
     def prepare(self, task: str, samples: Sequence[Sample]) -> None:
-        counts = Counter(s.answer for s in samples if s.kind == "closed")
-        self.ranking[task] = sorted(counts, key=lambda letter: (-counts[letter], letter))
+        self.ranking[task] = letter_ranking(samples)
 
     def answer(self, sample: Sample) -> str:
         if sample.kind != "closed":
@@ -68,10 +68,32 @@ class MajorityBaseline:
         ranking = self.ranking.get(sample.task)
         if ranking is None:
             raise RuntimeError(f"majority baseline was not prepared for task '{sample.task}'")
-        for letter in ranking:
-            if letter in sample.options:
-                return letter
-        return sorted(sample.options)[0]
+        return majority_choice(sample, ranking)
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
+        return [GenerationResult(self.answer(r.sample), sent=_sent(r)) for r in requests]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class TextRuleBaseline:
+    """One text-only shortcut rule of :mod:`medmim_eval.shortcuts`: reads the options, never an image."""
+
+    capabilities = _INSTANT
+
+    def __init__(self, model_id: str, rule: str) -> None:
+        self.model_id = model_id
+        self.rule = rule
+        self._choose: Callable[[Sample], str] = TEXT_RULES[rule]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"adapter": self.rule}
+
+    def answer(self, sample: Sample) -> str:
+        if sample.kind != "closed" or not sample.options:
+            return ""
+        return self._choose(sample)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
         return [GenerationResult(self.answer(r.sample), sent=_sent(r)) for r in requests]
@@ -87,3 +109,15 @@ def make_random(target: str | None, options: dict[str, str], context: AdapterCon
 
 def make_majority(target: str | None, options: dict[str, str], context: AdapterContext) -> MajorityBaseline:
     return MajorityBaseline(options.get("label") or "majority")
+
+
+def _text_rule_factory(rule: str) -> Callable[[str | None, dict[str, str], AdapterContext], TextRuleBaseline]:
+    def make(target: str | None, options: dict[str, str], context: AdapterContext) -> TextRuleBaseline:
+        return TextRuleBaseline(options.get("label") or rule, rule)
+
+    return make
+
+
+make_longest_option = _text_rule_factory("longest-option")
+make_shortest_option = _text_rule_factory("shortest-option")
+make_question_overlap = _text_rule_factory("question-overlap")

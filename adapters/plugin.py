@@ -26,3 +26,16 @@ def register_adapters(register: Callable[[object], None]) -> None:
             include_in_all=True,
         )
     )
+    for name, factory, what in (
+        ("longest-option", "make_longest_option", "the option with the most characters"),
+        ("shortest-option", "make_shortest_option", "the option with the fewest characters"),
+        ("question-overlap", "make_question_overlap", "the option sharing the most words with the question"),
+    ):
+        register(
+            AdapterEntry(
+                name=name,
+                description=f"text-only shortcut baseline: {what} (ties: earliest letter); empty open answers",
+                factory=f"medmim_eval.adapters.baselines:{factory}",
+                include_in_all=True,
+            )
+        )

@@ -303,7 +303,8 @@ def _relevant(definition: dict[str, Any], has_open: bool, versions: bool = False
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if versions or k not in ("versions", "endpoint")}
         return value
-    return strip({k: v for k, v in definition.items() if has_open or k != "open"})
+    # The shortcut rules are reference baselines recomputed from the data; they never change a score.
+    return strip({k: v for k, v in definition.items() if (has_open or k != "open") and k != "shortcuts"})
 
 
 def _version_note(base: RunRecords, cand: RunRecords, pairs: list[ModelPair]) -> str | None:

@@ -28,6 +28,7 @@ KIND_LETTER = {"closed": "C", "open": "O"}
 KINDS = ("closed", "open")
 SCORE = "score"
 CHANCE_NORMALISED = "chance_normalised"
+SHORTCUT_MARGIN = "shortcut_margin"
 
 # The paper's Table 1: (group, column label, task name).
 MEDMIM_LAYOUT: tuple[tuple[str, str, str], ...] = (
@@ -74,7 +75,8 @@ class Table:
     """Rows are models, columns task x kind (x source); values on 0-100, ``None`` for no data.
 
     ``rows`` holds the values shown (the score, or the chance-normalised accuracy of closed
-    columns when ``value == "chance_normalised"``); ``cells`` holds the result cell behind each
+    columns when ``value == "chance_normalised"``, or with ``value == "shortcut_margin"`` the
+    accuracy minus the best text-only shortcut on the same items); ``cells`` holds the result cell behind each
     value, for intervals and details. ``reference`` names the rows that are not measured by the
     runs (the paper's reported rows, their † rows, differences from them) with their kind; their
     labels carry the marker, and renderers may style them apart.
@@ -109,6 +111,9 @@ class Table:
             # A fixed affine map of accuracy, so the accuracy interval maps onto it exactly.
             low, high = chance_normalised(cell.ci_low, cell.chance), chance_normalised(cell.ci_high, cell.chance)
             return (low, high) if low is not None and high is not None else None
+        if self.value == SHORTCUT_MARGIN:
+            # The shortcut is fixed on the cell's items, so the margin's interval is the accuracy's, shifted.
+            return None if cell.shortcut is None else (cell.ci_low - cell.shortcut, cell.ci_high - cell.shortcut)
         return cell.ci_low, cell.ci_high
 
 
@@ -118,6 +123,8 @@ def shown_value(cell: ResultCell | None, value: str = SCORE) -> float | None:
         return None
     if value == CHANCE_NORMALISED and cell.kind == "closed":
         return cell.chance_normalised
+    if value == SHORTCUT_MARGIN:
+        return None if cell.score is None or cell.shortcut is None else cell.score - cell.shortcut
     return cell.score
 
 
@@ -126,7 +133,9 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
 
     Args:
         cells: result cells; with ``by_source`` these are per-source cells (``cell.source`` set).
-        value: ``"score"``, or ``"chance_normalised"`` to show closed columns chance-normalised.
+        value: ``"score"``, or ``"chance_normalised"`` to show closed columns chance-normalised, or
+            ``"shortcut_margin"`` for closed columns only: first a table of the text-only shortcut
+            rules' accuracy per column, then each model's margin over the best of them.
         by_source: one column per task x source dataset x kind present in ``cells``.
     """
     cells = list(cells)
@@ -135,6 +144,7 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
     models = sorted({c.model for c in cells})
     known = {task for layout in (MEDMIM_LAYOUT, SYNTH_LAYOUT) for _, _, task in layout}
     others = tuple(("Other", task, task) for task in sorted({c.task for c in cells} - known))
+    kinds = ("closed",) if value == SHORTCUT_MARGIN else KINDS
     tables = []
     for title, layout in ((MEDMIM_TITLE, MEDMIM_LAYOUT), (SYNTH_TITLE, SYNTH_LAYOUT), (OTHER_TITLE, others)):
         tasks = {task for _, _, task in layout}
@@ -145,9 +155,11 @@ def build_tables(cells: Iterable[ResultCell], *, value: str = SCORE, by_source: 
             if by_source:
                 present = sorted({(c.source or "", c.kind) for c in cells if c.task == task})
                 columns += [Column(group, label, task, k, s or None) for s in dict.fromkeys(s for s, _ in present)
-                            for k in KINDS if (s, k) in present]
+                            for k in kinds if (s, k) in present]
             else:
-                columns += [Column(group, label, task, kind) for kind in KINDS]
+                columns += [Column(group, label, task, kind) for kind in kinds]
+        if value == SHORTCUT_MARGIN:
+            tables.append(_shortcut_table(title, columns, cells, by_source))
         tables.append(_fill(title, columns, models, by_key, value))
     return tables
 
@@ -158,11 +170,35 @@ def empty_medmim_table() -> Table:
     return _fill(MEDMIM_TITLE, columns, [], {}, SCORE)
 
 
+def _shortcut_table(title: str, columns: list[Column], cells: list[ResultCell], by_source: bool) -> Table:
+    """Rows: the text-only shortcut rules; values: their accuracy on the items of each column.
+
+    Models may have scored different items of a column (errors); the cell with the most scored
+    items stands for the column here, while each model's margin uses its own cell.
+    """
+    from medmim_eval.shortcuts import SHORTCUT_RULES
+
+    table = Table(title=f"{title} — text-only shortcut baselines (closed accuracy %)", columns=columns)
+    reference: list[ResultCell | None] = []
+    for column in columns:
+        candidates = [c for c in cells if (c.task, c.kind, c.source if by_source else None)
+                      == (column.task, column.kind, column.source) and c.shortcuts]
+        reference.append(max(candidates, key=lambda c: (c.n_scored, c.model)) if candidates else None)
+    for rule in SHORTCUT_RULES:
+        table.rows[rule] = [cell.shortcuts.get(rule) if cell else None for cell in reference]
+    table.notes.append("Each rule answers from the question and option texts only (ties: earliest letter); "
+                       "majority = the task's most frequent gold letter. A dash: the run recorded no shortcut "
+                       "scores for that column (cells recomputed without the task data); rerun it to rescore.")
+    return table
+
+
 def _fill(title: str, columns: list[Column], models: list[str],
           by_key: dict[tuple[str, str, str, str | None], ResultCell], value: str) -> Table:
     table = Table(title=title, columns=columns, value=value)
     if value == CHANCE_NORMALISED:
         table.title += " — closed columns chance-normalised"
+    elif value == SHORTCUT_MARGIN:
+        table.title += " — margin over the best text-only shortcut"
     errors = flagged = 0
     for model in models:
         row = [by_key.get((model, c.task, c.kind, c.source)) for c in columns]
@@ -174,6 +210,9 @@ def _fill(title: str, columns: list[Column], models: list[str],
     if value == CHANCE_NORMALISED:
         table.notes.append("C: chance-normalised accuracy = 100 x (accuracy - chance) / (100 - chance): "
                            "0 at chance level, 100 perfect, negative below chance. O: open score (0-100).")
+    elif value == SHORTCUT_MARGIN:
+        table.notes.append("C: accuracy minus the best text-only shortcut's accuracy on the same items, in points "
+                           "(above 0: the model beats every rule that ignores the images).")
     else:
         table.notes.append("C: closed-question accuracy (%). O: open score (0-100).")
     if errors:
@@ -240,19 +279,42 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
                               "delete it to recompute from samples.jsonl") from None
     elif store.path.exists():
         records = list(store.load(repair=False).values())
+        shortcuts = _reloaded_shortcuts(run_dir)
         results = Results(run_id=manifest.run_id if manifest else run_dir.name, bootstrap=settings.describe(),
-                          cells=with_flag_counts(aggregate(records, settings), records),
-                          by_source=with_flag_counts(aggregate_by_source(records, settings), records))
+                          cells=with_flag_counts(aggregate(records, settings, shortcuts), records),
+                          by_source=with_flag_counts(aggregate_by_source(records, settings, shortcuts), records))
     else:
         raise MedmimError(f"{run_dir}: no results.json or samples.jsonl; is this a run directory?")
     if by_source and not results.by_source and store.path.exists():
         records = list(store.load(repair=False).values())
-        results.by_source = with_flag_counts(aggregate_by_source(records, settings), records)
+        results.by_source = with_flag_counts(aggregate_by_source(records, settings, _reloaded_shortcuts(run_dir)),
+                                             records)
     models = {c.model for c in results.cells} | {c.model for c in results.by_source}
     return RunData(run_dir=run_dir, run_id=results.run_id, cells=results.cells, by_source=results.by_source,
                    metrics=results.metrics or (manifest.metrics if manifest else {}),
                    bootstrap=results.bootstrap, names={m: m for m in sorted(models)},
                    stand_ins={t.name: t.files[0] for t in (manifest.tasks if manifest else []) if t.from_file and t.files})
+
+
+def _reloaded_shortcuts(run_dir: Path) -> dict[str, dict[str, bool]] | None:
+    """The shortcut table of a run's tasks, reloaded from the default data folders for cells
+    recomputed from ``samples.jsonl``; ``None`` (no shortcut figures) when a task cannot be reloaded."""
+    from medmim_eval.datadir import DataPaths
+    from medmim_eval.exports.drilldown import load_run_samples
+    from medmim_eval.manifest import read_manifest
+    from medmim_eval.plugins import create_plugin_host
+    from medmim_eval.shortcuts import shortcut_correct
+
+    manifest = read_manifest(run_dir)
+    if manifest is None or not manifest.tasks:
+        return None
+    try:
+        loaded = load_run_samples(run_dir, {t.name for t in manifest.tasks}, create_plugin_host(), DataPaths.resolve())
+    except Exception:  # the figures are optional here; the scores never depend on them
+        return None
+    if loaded.problems:
+        return None
+    return shortcut_correct(list(loaded.samples.values()))
 
 
 def load_runs(run_dirs: list[Path], *, by_source: bool = False) -> list[RunData]:
@@ -300,6 +362,7 @@ class LeaderboardView:
     with_paper: bool = False
     vs_paper: bool = False
     controls: Any = None  # a medmim_eval.control_view.ControlReport with ``--controls``
+    shortcuts: bool = False
 
     @property
     def cells(self) -> list[ResultCell]:
@@ -309,13 +372,15 @@ class LeaderboardView:
 
 def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, by_source: bool = False,
                with_paper: bool = False, vs_paper: bool = False, paper_file: Path | None = None,
-               controls: bool = False) -> LeaderboardView:
+               controls: bool = False, shortcuts: bool = False) -> LeaderboardView:
     """Load runs and build their tables and footer (metric definitions, CI method, warnings).
     With ``controls``, also the image-controls report (:mod:`medmim_eval.control_view`).
 
     With ``with_paper`` the paper's reported Table 1 rows are added to the Med-MIM table; with
     ``vs_paper`` each measured model that is a paper model is shown beside its reported row with
     the difference. ``paper_file`` replaces the bundled copy of the paper's table.
+
+    ``chance`` and ``shortcuts`` pick what closed columns show (see :func:`build_tables`); give one.
 
     Raises:
         MedmimError: for paper rows combined with ``chance`` or ``by_source`` (the paper reports
@@ -327,10 +392,13 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
         flag = "--chance" if chance else "--by-source"
         raise MedmimError(f"the paper reports plain accuracy and open score per task, so its rows cannot be shown "
                           f"with {flag}; drop {flag} or --with-paper/--vs-paper")
+    if chance and shortcuts:
+        raise MedmimError("--chance and --shortcuts pick different values for the closed columns; give one")
     runs = load_runs(run_dirs, by_source=by_source)
     view = LeaderboardView(runs=runs, tables=[], footer=[], ci=ci, chance=chance, by_source=by_source,
-                           with_paper=with_paper, vs_paper=vs_paper)
-    view.tables = build_tables(view.cells, value=CHANCE_NORMALISED if chance else SCORE, by_source=by_source)
+                           with_paper=with_paper, vs_paper=vs_paper, shortcuts=shortcuts)
+    value = CHANCE_NORMALISED if chance else SHORTCUT_MARGIN if shortcuts else SCORE
+    view.tables = build_tables(view.cells, value=value, by_source=by_source)
     view.footer = footer_lines(runs, ci=ci) + judge_lines(runs) + not_scored_lines(runs) + stand_in_lines(runs)
     if with_paper or vs_paper:
         from medmim_eval.paper_table import load_paper_table

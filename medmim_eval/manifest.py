@@ -57,16 +57,21 @@ def package_versions() -> dict[str, str]:
 
 def metric_definitions(open_definition: dict[str, Any], judge_definition: dict[str, Any] | None = None) -> dict[str, Any]:
     """The definitions recorded in the manifest and results; ``extraction_judge`` only for judged runs."""
-    metrics: dict[str, Any] = {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition}
+    from medmim_eval import shortcuts
+
+    metrics: dict[str, Any] = {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition,
+                               "shortcuts": shortcuts.definition()}
     if judge_definition is not None:
         metrics["extraction_judge"] = judge_definition
     return metrics
 
 
 def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
-    """A definition without package versions or the judge's endpoint: neither blocks a resume."""
+    """A definition without package versions, the judge's endpoint or the shortcut rules: a patch
+    upgrade or another judge address does not block a resume, and the text-only baselines
+    (recomputed from the data at every scoring) never change a model's score."""
     open_part = {k: v for k, v in (definition.get("open") or {}).items() if k != "versions"}
-    out = {**definition, "open": open_part}
+    out = {**{k: v for k, v in definition.items() if k != "shortcuts"}, "open": open_part}
     if isinstance(definition.get("extraction_judge"), dict):
         out["extraction_judge"] = {k: v for k, v in definition["extraction_judge"].items() if k != "endpoint"}
     return out

@@ -41,6 +41,7 @@ from medmim_eval.registry import AdapterEntry
 from medmim_eval.run_setup import PreparedRun, PreparedTask
 from medmim_eval.schema import ModelInfo, Results, Sample, SampleRecord, TaskInfo
 from medmim_eval.scoring import aggregate, aggregate_by_source, finish_pending
+from medmim_eval.shortcuts import shortcut_correct
 from medmim_eval.stats import BootstrapSettings
 
 CACHE_FILE = "responses.sqlite"
@@ -248,10 +249,12 @@ class Runner:
         """``results.json`` from every record, and the invocation's end in the manifest."""
         final = list(RecordStore(self.run_dir).load(repair=False).values())
         bootstrap = BootstrapSettings(seed=self.prepared.options.seed)
+        # The text-only baselines of every cell, on the full task (the majority rule ranks letters over it).
+        shortcuts = shortcut_correct([s for task in self.prepared.tasks for s in task.loaded.samples])
         self.summary.results = Results(
             run_id=manifest.run_id, metrics=manifest.metrics, bootstrap=bootstrap.describe(),
-            cells=with_flag_counts(aggregate(final, bootstrap), final),
-            by_source=with_flag_counts(aggregate_by_source(final, bootstrap), final),
+            cells=with_flag_counts(aggregate(final, bootstrap, shortcuts), final),
+            by_source=with_flag_counts(aggregate_by_source(final, bootstrap, shortcuts), final),
         )
         write_json_atomic(self.run_dir / RESULTS_FILE, self.summary.results)
         manifest.invocations[-1].finished_at = now()

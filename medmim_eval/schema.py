@@ -232,7 +232,11 @@ class ResultCell(BaseModel):
     Scores are on 0-100: closed accuracy in percent, the open score as defined in
     ``Results.metrics``. ``ci_low``/``ci_high`` bound a 95% cluster-bootstrap interval of ``score``;
     ``chance`` is the mean of 100/k over the cell's closed items (k options) and
-    ``chance_normalised`` is ``100 * (acc - chance) / (100 - chance)``. ``too_many_images`` counts the
+    ``chance_normalised`` is ``100 * (acc - chance) / (100 - chance)``. ``shortcuts`` holds the
+    accuracy of each text-only rule of :mod:`medmim_eval.shortcuts` on the same scored items,
+    ``shortcut``/``shortcut_rule`` the best of them and ``shortcut_normalised`` is
+    ``100 * (acc - shortcut) / (100 - shortcut)`` (absent where the run could not reload the
+    items' options, e.g. cells recomputed from ``samples.jsonl`` alone). ``too_many_images`` counts the
     errors that are samples with more images than the model accepts (not sent, never truncated).
     ``judge_asked``/``judged``/``judge_failed`` (closed cells of runs with an LLM judge): answers the
     rule left unparseable and sent to the judge, those it mapped to an option (scored with that
@@ -255,6 +259,10 @@ class ResultCell(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     chance: float | None = None
     chance_normalised: float | None = None
+    shortcuts: dict[str, float] = Field(default_factory=dict)
+    shortcut: float | None = None
+    shortcut_rule: str | None = None
+    shortcut_normalised: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
     n_clusters: int = 0

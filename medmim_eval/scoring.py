@@ -7,6 +7,7 @@ from typing import Iterable
 from medmim_eval.extract import EXTRACTION_RULE_VERSION, decide_choice
 from medmim_eval.metrics import OpenScorer
 from medmim_eval.schema import UNPARSEABLE, ExtractionRecord, ResultCell, Sample, SampleRecord
+from medmim_eval.shortcuts import best_shortcut, shortcut_normalised, shortcut_scores
 from medmim_eval.stats import BootstrapSettings, chance_level, chance_normalised, cluster_bootstrap_ci
 
 
@@ -45,28 +46,36 @@ def finish_pending(records: list[SampleRecord], references: dict[str, str], scor
     return finished
 
 
-def aggregate(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = BootstrapSettings()) -> list[ResultCell]:
-    """Per model x task x kind: n, score, unparseable rate, errors, chance, CI.
+ShortcutTable = dict[str, dict[str, bool]]  # sample key -> rule -> correct (medmim_eval.shortcuts)
+
+
+def aggregate(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = BootstrapSettings(),
+              shortcuts: ShortcutTable | None = None) -> list[ResultCell]:
+    """Per model x task x kind: n, score, unparseable rate, errors, chance, shortcut baselines, CI.
 
     Errored records count in ``n`` and ``errors`` but never in the score: a failure is not a
-    wrong answer. Every number is a function of the records as a set, whatever their order.
+    wrong answer. Every number is a function of the records as a set, whatever their order. ``shortcuts`` (from
+    :func:`medmim_eval.shortcuts.shortcut_correct`) adds the text-only baselines of closed cells whose
+    every scored item it covers.
     """
     groups: dict[tuple[str, str, str], list[SampleRecord]] = defaultdict(list)
     for record in records:
         groups[(record.model, record.task, record.kind)].append(record)
-    return [_cell(model, task, kind, None, items, bootstrap) for (model, task, kind), items in sorted(groups.items())]
+    return [_cell(model, task, kind, None, items, bootstrap, shortcuts)
+            for (model, task, kind), items in sorted(groups.items())]
 
 
-def aggregate_by_source(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = BootstrapSettings()) -> list[ResultCell]:
+def aggregate_by_source(records: Iterable[SampleRecord], bootstrap: BootstrapSettings = BootstrapSettings(),
+                        shortcuts: ShortcutTable | None = None) -> list[ResultCell]:
     """The same cells split by source dataset (e.g. EMBED vs LUMIERE inside Temporal)."""
     groups: dict[tuple[str, str, str, str], list[SampleRecord]] = defaultdict(list)
     for record in records:
         groups[(record.model, record.task, record.kind, record.source)].append(record)
-    return [_cell(m, t, k, s, items, bootstrap) for (m, t, k, s), items in sorted(groups.items())]
+    return [_cell(m, t, k, s, items, bootstrap, shortcuts) for (m, t, k, s), items in sorted(groups.items())]
 
 
 def _cell(model: str, task: str, kind: str, source: str | None, items: list[SampleRecord],
-          bootstrap: BootstrapSettings) -> ResultCell:
+          bootstrap: BootstrapSettings, shortcuts: ShortcutTable | None = None) -> ResultCell:
     # Sample-key order, not file order: a resumed run appends its records in another order, and
     # float sums and the bootstrap must not notice.
     items = sorted(items, key=lambda r: r.key)
@@ -76,6 +85,8 @@ def _cell(model: str, task: str, kind: str, source: str | None, items: list[Samp
     unparseable = chance = normalised = None
     score = None
     values: list[float] = []
+    rules: dict[str, float] = {}
+    best = None
     if scored:
         if kind == "closed":
             values = [100.0 if r.correct else 0.0 for r in scored]
@@ -84,6 +95,9 @@ def _cell(model: str, task: str, kind: str, source: str | None, items: list[Samp
             metrics["accuracy"] = score
             chance = chance_level([r.n_options or 0 for r in scored])
             normalised = chance_normalised(score, chance)
+            if shortcuts is not None and all(r.key in shortcuts for r in scored):
+                rules = shortcut_scores(shortcuts, [r.key for r in scored])
+                best = best_shortcut(rules)
         else:
             names = sorted({name for r in scored for name in r.scores})
             metrics = {n: sum(r.scores.get(n, 0.0) for r in scored) / len(scored) for n in names}
@@ -95,7 +109,9 @@ def _cell(model: str, task: str, kind: str, source: str | None, items: list[Samp
     return ResultCell(
         model=model, task=task, kind=kind, source=source, n=len(items), n_scored=len(scored), score=score,
         unparseable_rate=unparseable, errors=len(items) - len(scored), metrics=metrics, chance=chance,
-        chance_normalised=normalised, ci_low=interval[0] if interval else None,
+        chance_normalised=normalised, shortcuts=rules, shortcut=best[1] if best else None,
+        shortcut_rule=best[0] if best else None, shortcut_normalised=shortcut_normalised(score, best[1]) if best else None,
+        ci_low=interval[0] if interval else None,
         ci_high=interval[1] if interval else None, n_clusters=len(set(clusters)), judge_asked=len(asked),
         judged=sum(j.outcome == "decided" for j in asked), judge_failed=sum(j.outcome == "failed" for j in asked),
     )

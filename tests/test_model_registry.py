@@ -180,7 +180,7 @@ def test_models_all_runs_the_baselines_and_lists_each_unavailable_model(tmp_path
     assert str(original) in skipped["llava-med-7b"] and "HF-format" in skipped["llava-med-7b"]
     assert "no weights" in skipped["internvl2-8b"]
     models = {json.loads(line)["model"] for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()}
-    assert models == {"random", "majority"}
+    assert models == {"random", "majority", "longest-option", "shortest-option", "question-overlap"}
 
 
 def test_registering_imports_no_backend() -> None:

@@ -22,6 +22,7 @@ BUILTIN_COMMANDS = {
     "train": "medmim_eval.cli.train_cmd:train",
     "demo": "medmim_eval.cli.demo_cmd:demo",
     "explain": "medmim_eval.cli.explain_cmd:explain",
+    "audit": "medmim_eval.cli.audit_cmd:audit",
 }
 
 

@@ -22,6 +22,9 @@ DEFAULT_MAX_RECORDS = 200
 @click.option("--ci", is_flag=True, help="Show the 95% cluster-bootstrap interval of every value.")
 @click.option("--chance", is_flag=True,
               help="Closed columns show chance-normalised accuracy (0 = chance, 100 = perfect) instead of accuracy.")
+@click.option("--shortcuts", is_flag=True,
+              help="Closed columns only: the text-only shortcut baselines (longest/shortest option, question "
+              "overlap, majority letter) per column, then each model's margin over the best of them.")
 @click.option("--by-source", is_flag=True, help="Split every task by source dataset (e.g. EMBED vs LUMIERE).")
 @click.option("--with-paper", is_flag=True,
               help="Add the paper's reported Table 1 rows (marked as reported, never ranked) to the Med-MIM table.")
@@ -41,7 +44,7 @@ DEFAULT_MAX_RECORDS = 200
               help="HTML: sample records listed per model x task (0 = none).")
 @click.pass_context
 def leaderboard(ctx: click.Context, run_dirs: tuple[Path, ...], fmt: str, output: Path | None, ci: bool,
-                chance: bool, by_source: bool, with_paper: bool, vs_paper: bool, paper_table: Path | None,
+                chance: bool, shortcuts: bool, by_source: bool, with_paper: bool, vs_paper: bool, paper_table: Path | None,
                 controls: bool, data_dir: Path | None, max_records: int) -> None:
     """Show the scores of one or more run directories (rows: models; columns: tasks, C and O).
 
@@ -52,7 +55,8 @@ def leaderboard(ctx: click.Context, run_dirs: tuple[Path, ...], fmt: str, output
     if controls and fmt in ("csv", "latex"):
         raise click.UsageError(f"--controls is shown in the rich, markdown, json and html formats, not {fmt}")
     view = build_view(list(run_dirs), ci=ci, chance=chance, by_source=by_source, with_paper=with_paper,
-                      vs_paper=vs_paper, paper_file=paper_table, controls=controls)
+                      vs_paper=vs_paper, paper_file=paper_table, controls=controls,
+                      shortcuts=shortcuts)
     if not view.tables:
         what = "no per-source cells (no samples.jsonl to recompute them from)" if by_source else "no scored samples"
         click.echo(f"{what} in these run directories", err=True)

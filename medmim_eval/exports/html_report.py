@@ -1,7 +1,8 @@
 """The HTML report: ONE self-contained file (inline CSS, no script, no external URL of any kind).
 
 Sections: the leaderboard tables (best bold, second underlined, intervals with ``--ci``), the
-footer (metric definitions), per-task details (n, CI, chance, unparseable rate, errors) and the
+footer (metric definitions), per-task details (n, CI, chance, best shortcut, unparseable rate,
+errors), the benchmark card of the reloaded tasks (:mod:`medmim_eval.exports.html_card`) and the
 per-sample drill-down with embedded thumbnails (see :mod:`medmim_eval.exports.html_records`).
 Nothing from the manifest beyond task names is shown: no model specs, URLs or keys.
 """
@@ -16,7 +17,8 @@ from medmim_eval.exports.drilldown import load_run_samples, record_groups
 from medmim_eval.exports.html_records import group_details
 from medmim_eval.exports.thumbnails import THUMB_PX, ThumbnailSheet
 from medmim_eval.leaderboard import KIND_LETTER, MISSING, Table, fmt, fmt_interval
-from medmim_eval.schema import ResultCell
+from medmim_eval.exports.html_card import card_html
+from medmim_eval.schema import ResultCell, Sample
 
 if TYPE_CHECKING:
     from medmim_eval.datadir import DataPaths
@@ -106,17 +108,20 @@ def _details_html(view: "LeaderboardView") -> str:
             interval = fmt_interval((c.ci_low, c.ci_high)) if c.ci_low is not None and c.ci_high is not None else MISSING
             rows.append(f"<tr><td>{_e(c.model)}</td><td>{_e(c.kind)}</td>{source}<td>{c.n}</td><td>{c.n_scored}</td>"
                         f"<td>{fmt(c.score)}</td><td>{interval}</td><td>{fmt(c.chance)}</td><td>{fmt(c.chance_normalised)}</td>"
+                        f"<td>{_e(c.shortcut_rule or '')} {fmt(c.shortcut)}</td><td>{fmt(c.shortcut_normalised)}</td>"
                         f"<td>{_pct(c.unparseable_rate)}</td><td>{c.errors}</td><td>{c.too_many_images}</td>"
                         f"<td>{c.n_clusters}</td></tr>")
         parts.append(f"<h3>{_e(task)}</h3><table><thead><tr><th>Model</th><th>Kind</th>{source_head}<th>n</th>"
                      "<th>scored</th><th>score</th><th>95% CI</th><th>chance</th><th>chance-norm.</th>"
+                     "<th>best shortcut</th><th>shortcut-norm.</th>"
                      f"<th>unparseable</th><th>errors</th><th title=\"{TOO_MANY_TITLE}\">too many images</th>"
                      f"<th>clusters</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
     return "".join(parts)
 
 
 def _records_html(view: "LeaderboardView", host: "PluginHost | None", data: "DataPaths | None",
-                  max_records: int, sheet: ThumbnailSheet) -> str:
+                  max_records: int, sheet: ThumbnailSheet, reloaded: dict[str, Sample]) -> str:
+    """The drill-down; the task samples it reloads are added to ``reloaded`` (for the benchmark card)."""
     if max_records == 0:
         return '<p class="note">Drill-down disabled (--max-records 0).</p>'
     parts: list[str] = []
@@ -130,6 +135,7 @@ def _records_html(view: "LeaderboardView", host: "PluginHost | None", data: "Dat
         if host is not None and data is not None:
             loaded = load_run_samples(run.run_dir, {g.task for g in groups}, host, data)
             samples, problems = loaded.samples, problems + loaded.problems
+            reloaded.update(samples)
         else:
             problems.append(f"{run.run_dir.name}: tasks not reloaded; records are shown without prompts and thumbnails")
         parts.extend(group_details(g, samples, sheet, max_records) for g in groups)
@@ -159,12 +165,16 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
         max_records: records listed per model x task (the rest are counted, not shown).
     """
     sheet = ThumbnailSheet()
-    records = _records_html(view, host, data, max_records, sheet)
+    reloaded: dict[str, Sample] = {}
+    records = _records_html(view, host, data, max_records, sheet, reloaded)
+    card = (card_html(reloaded.values()) if reloaded else
+            '<p class="note">Task data not reloaded (no --data-dir, or --max-records 0): no benchmark card.</p>')
     footer = "".join(f'<li{" class=warn" if line.startswith("WARNING") else ""}>{_e(line.strip())}</li>'
                      for line in view.footer)
     runs = ", ".join(f"{_e(run.run_dir.name)} (run id {_e(run.run_id)})" for run in view.runs)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    mode = " Closed columns show chance-normalised accuracy." if view.chance else ""
+    mode = (" Closed columns show chance-normalised accuracy." if view.chance else
+            " Closed columns show the margin over the best text-only shortcut." if view.shortcuts else "")
     tables = "".join(_table_html(t, view.ci) for t in view.tables)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -174,9 +184,10 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
 <body>
 <h1>medmim-eval leaderboard</h1>
 <p class="note">Runs: {runs}. Generated {stamp} by medmim-eval {_e(__version__)}.{mode}</p>
-<nav><a href="#tables">Tables</a> · <a href="#details">Per-task details</a> · <a href="#records">Sample records</a></nav>
+<nav><a href="#tables">Tables</a> · <a href="#details">Per-task details</a> · <a href="#card">Benchmark card</a> · <a href="#records">Sample records</a></nav>
 <section id="tables"><h2>Leaderboard</h2>{tables}<ul class="notes">{footer}</ul></section>
 {_controls_html(view)}<section id="details"><h2>Per-task details</h2>{_details_html(view)}</section>
+<section id="card"><h2>Benchmark card</h2>{card}</section>
 <section id="records"><h2>Sample records</h2>{records}</section>
 </body></html>
 """

@@ -69,8 +69,12 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     if isinstance(judge, dict):
         parts[-1] += f" + LLM judge {judge_name(judge)} where the rule finds no answer"
     parts.append(f"open = {describe_open(metrics.get('open'))}")
+    shortcuts = metrics.get("shortcuts")
+    if isinstance(shortcuts, dict):
+        parts.append(f"shortcut baselines v{shortcuts.get('version', '?')} = best of "
+                     f"{', '.join(shortcuts.get('rules') or [])} ({shortcuts.get('ties', '')})")
     for name, value in metrics.items():
-        if name not in ("extraction_rule_version", "open", "extraction_judge"):
+        if name not in ("extraction_rule_version", "open", "extraction_judge", "shortcuts"):
             parts.append(f"{name} = {_compact(value)}")
     return " | ".join(parts)
 
