@@ -22,6 +22,7 @@ SCRIPTS = {
     "bench_inprocess.py": (False, False, "samples/s  peak RSS"),
     "bench_training.py": (False, False, "samples/s,"),
     "bench_vllm_throughput.py": (True, True, "ratio whole"),
+    "bench_extraction.py": (False, False, "| test | v3 |"),
 }
 
 
