@@ -243,3 +243,22 @@ def test_the_package_under_transformers_5_is_a_missing_backend_with_the_fix(deep
         for name in [n for n in sys.modules if n.startswith("deepseek_vl.models")]:
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+@pytest.mark.parametrize("name", ["closed-1", "open-3"])
+def test_the_hybrid_high_resolution_copy_matches_vlm_image_processor(name: str, deepseek: SimpleNamespace,
+                                                                     cases: dict[str, Item]) -> None:
+    """DeepSeek-VL-7B's processor makes the 1024-px (SAM) input; the converted checkpoint's
+    ``high_res_pixel_values`` must equal ``VLMImageProcessor`` at that size. (The 384-px SigLIP copy
+    is made inside the original model by ``HybridVisionTower``; it is not compared here.)"""
+    from tiny_models_deepseek import tiny_deepseek_vl_hybrid
+
+    hybrid = make_hf_deepseek_vl(str(tiny_deepseek_vl_hybrid()), {"dtype": "fp32"}, AdapterContext())
+    ours = hybrid.backend.processor.image_processor
+    reference = deepseek.VLMImageProcessor(image_size=ours.high_res_size["height"], min_size=ours.min_size,
+                                           image_mean=ours.high_res_image_mean, image_std=ours.high_res_image_std)
+    item = cases[name]
+    text, images, _ = hybrid.prepare_sample(item.sample())
+    high = hybrid.backend.encode([text], [images])["high_res_pixel_values"]
+    ref = reference(deepseek.load_pil_images(conversation(item)), return_tensors="pt").pixel_values
+    same_pixels("high-resolution pixel values", high, ref)
