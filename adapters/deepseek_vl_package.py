@@ -7,7 +7,10 @@ masks the images of each row (rows may hold different image counts);
 ``MultiModalityCausalLM.prepare_inputs_embeds`` places the image embeddings and
 ``language_model.generate(inputs_embeds=...)`` decodes, the end-of-sentence token ending an answer.
 
-Not verified here: the package is not installable from PyPI and pins an older transformers.
+The package is not on PyPI and was written for transformers 4: under transformers 5 its
+``modeling_vlm`` does not import (a config class with a mutable default), which is reported as a
+missing backend with the fix. Its ``VLChatProcessor`` is checked against this route in
+``tests/parity/test_deepseek_vl.py``.
 """
 from __future__ import annotations
 
@@ -32,6 +35,14 @@ class PackageDeepseekVL:
         except ImportError as exc:
             raise MissingBackendError(f"hf-deepseek-vl mode=package: the deepseek_vl package does not import "
                                       f"({exc}); {PACKAGE_HINT}") from None
+        except (TypeError, ValueError) as exc:  # its config classes do not define under transformers 5
+            import transformers
+
+            raise MissingBackendError(
+                f"hf-deepseek-vl mode=package: the deepseek_vl package does not import with transformers "
+                f"{transformers.__version__} ({type(exc).__name__}: {exc}); it was written for transformers 4 "
+                f"(pip install 'transformers<5' in its own environment), or convert the checkpoint and use "
+                f"mode=native") from None
         self.torch, self.where = torch, where
         self.processor = VLChatProcessor.from_pretrained(str(path))
         self.tokenizer = self.processor.tokenizer

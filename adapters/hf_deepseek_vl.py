@@ -4,7 +4,8 @@ Both routes (see :mod:`.deepseek_flamingo_plugin`) receive the same text, render
 :mod:`.deepseek_vl_prompt` (the original ``deepseek`` template, one ``<image_placeholder>`` per
 image at its position), and the same 8-bit RGB images in prompt order. The ``native`` route runs
 transformers' ``DeepseekVL(Hybrid)ForConditionalGeneration`` with the checkpoint's processor (its
-``*Pil`` image processor needs no torchvision); the ``package`` route is in
+``*Pil`` image processor needs no torchvision), each image first resized as DeepSeek-VL's own
+``VLMImageProcessor`` sizes it (:func:`deepseek_resize`); the ``package`` route is in
 :mod:`.deepseek_vl_package`. Batches are left-padded and may mix image counts. Decoding is greedy
 unless ``settings.temperature`` > 0. A prompt with more than ``max_images`` images is answered with
 ``TooManyImagesError``, one whose text carries stray image tags with ``MedmimError``: nothing is
@@ -28,6 +29,16 @@ from medmim_eval.schema import PromptRecord, Sample, content_hash
 DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
 Prepared = tuple[str, list[Any], PromptRecord]
+
+
+def deepseek_resize(image: Any, target: int, min_size: int, resample: int) -> Any:
+    """``image`` (PIL) with its long side at ``target`` as DeepSeek-VL's ``VLMImageProcessor.resize``
+    sizes it: the short side truncated (``int``), not rounded as transformers' converted processor
+    does (one row or column fewer for most non-square images), at least ``min_size``."""
+    width, height = image.size
+    longest = max(width, height)
+    size = (max(int(width / longest * target), min_size), max(int(height / longest * target), min_size))
+    return image if size == image.size else image.resize(size, resample)
 
 
 class NativeDeepseekVL:
@@ -59,10 +70,16 @@ class NativeDeepseekVL:
         self.format = deepseek_vl_format(self.image_token)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer, self.format)
         self.high_res = model_type == "deepseek_vl_hybrid"
+        image_processor = self.processor.image_processor
+        size = getattr(image_processor, "high_res_size", None) if self.high_res else image_processor.size
+        self.resize_to = int(size["height"] if isinstance(size, dict) else size.height)
+        self.resize_args = (int(getattr(image_processor, "min_size", 14)),
+                            int(getattr(image_processor, "high_res_resample" if self.high_res else "resample", 3)))
 
     def encode(self, texts: list[str], images: list[list[Any]]) -> Any:
         """Processor output for a left-padded batch (tensors on the model's input device)."""
-        flat = [image for group in images for image in group]
+        # The processor's own resize then keeps the size (PIL returns a same-size resize unchanged).
+        flat = [deepseek_resize(image, self.resize_to, *self.resize_args) for group in images for image in group]
         inputs = self.processor(text=texts, images=flat or None, return_tensors="pt", padding=True)
         for key in ("pixel_values", "high_res_pixel_values"):
             if key in inputs:
@@ -113,7 +130,8 @@ class DeepseekVLAdapter:
 
     def fingerprint(self) -> dict[str, Any]:
         return checkpoint_fingerprint("hf-deepseek-vl", self.path, self.lineage, route=self.mode,
-                                      format="deepseek_vl", system_prompt_sha256=content_hash(SYSTEM_PROMPT),
+                                      format="deepseek_vl", resize="deepseek_vl_truncate",
+                                      system_prompt_sha256=content_hash(SYSTEM_PROMPT),
                                       dtype=self.placement.dtype_name, max_images=self.max_images)
 
     def prepare_sample(self, sample: Sample) -> Prepared:

@@ -39,6 +39,13 @@ DEFAULT_MAX_IMAGES = 3
 Prepared = tuple[str, list[Any], PromptRecord]
 
 
+def encode_prompts(tokenizer: Any, texts: list[str]) -> Any:
+    """The texts tokenized as Med-Flamingo's ``FlamingoProcessor.encode_text`` tokenizes its prompt
+    (the tokenizer's BOS added, special tokens kept whole), a batch left-padded."""
+    tokenizer.padding_side = "left"
+    return tokenizer(texts, return_tensors="pt", padding=True)
+
+
 def stack_vision_x(torch: Any, groups: list[list[Any]], preprocess: Callable[[Any], Any]) -> Any:
     """``vision_x`` for a batch: (B, T_img, 1, C, H, W), row ``b`` holding its images in order and
     zeros after them (T_img = the most images in a row). ``preprocess`` maps a PIL image to a (C, H, W)
@@ -168,7 +175,7 @@ class MedFlamingoAdapter:
         torch = self.torch
         vision_x = stack_vision_x(torch, [p[1] for p in prepared], self.image_processor)
         vision_x = vision_x.to(self.placement.device, dtype=self.placement.dtype)
-        tokens = self.tokenizer([p[0] for p in prepared], return_tensors="pt", padding=True)
+        tokens = encode_prompts(self.tokenizer, [p[0] for p in prepared])
         lang_x, mask = tokens["input_ids"].to(self.placement.device), tokens["attention_mask"].to(self.placement.device)
         decoding = decoding_kwargs(inspect.signature(self.model.generate), settings, self.stop_ids,
                                    self.tokenizer.pad_token_id)

@@ -42,7 +42,7 @@ def llama3_tokenizer():  # type: ignore[no-untyped-def]
         processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
                                       special_tokens=[("<|begin_of_text|>", bos)])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
-                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>", **(named or {})})
+                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
 
 
 def _build(folder: Path, seed: int) -> None:
