@@ -1,7 +1,8 @@
 """The runner: evaluates models on prepared tasks, resumably, and writes the run directory.
 
 Finished samples are never recomputed; errored ones are retried on the next invocation. Each
-record is appended and flushed as its batch finishes, so a killed run loses only what was in flight.
+record is appended and flushed as its batch finishes, so a killed run loses only what was in flight;
+at the end ``samples.jsonl`` is rewritten with one line per sample (see :mod:`medmim_eval.records`).
 
 Data-parallel (launched by torchrun or accelerate launch, see :mod:`medmim_eval.distributed`):
 rank 0 first merges any record shards a killed run left; every rank then reads the same records,
@@ -200,15 +201,27 @@ class Runner:
             for model, by_rank in failures.items()}
 
     def _finish_scoring(self) -> None:
-        """Batched metrics (BERTScore) over every open answer still waiting, appended as final records."""
+        """Batched metrics (BERTScore) over every open answer still waiting, then one line per sample.
+
+        ``samples.jsonl`` is rewritten (atomically) with the latest record of each (model, sample),
+        scores filled in; until then a kill leaves the answers, still pending, to the next run.
+        """
         references = {s.key: s.answer for task in self.prepared.tasks for s in task.samples}
         store = RecordStore(self.run_dir)
-        pending = [r for r in store.load(repair=False).values() if r.done and r.scores_pending and r.key in references]
-        try:
-            for record in finish_pending(pending, references, self.scorer):
-                store.append(record)
-        finally:
-            store.close()
+        latest = store.load(repair=False)
+        pending = [r for r in latest.values() if r.done and r.scores_pending and r.key in references]
+        finished = finish_pending(pending, references, self.scorer)
+        for record in finished:
+            latest[(record.model, record.key)] = record
+        if finished or store.needs_rewrite(len(latest)):
+            if store.corrupt_lines:  # left for a person to look at: append instead of rewriting
+                try:
+                    for record in finished:
+                        store.append(record)
+                finally:
+                    store.close()
+            else:
+                store.rewrite(latest.values())
 
     def _finish(self, manifest: Any, status: str) -> None:
         """``results.json`` from every record, and the invocation's end in the manifest."""
