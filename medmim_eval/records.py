@@ -14,7 +14,6 @@ same repair); :func:`merge_shards` folds every shard into ``samples.jsonl`` and 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import sys
@@ -88,8 +87,8 @@ class RecordStore:
                 continue
             self.lines_read += 1
             try:
-                yield SampleRecord.model_validate(json.loads(line))
-            except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+                yield SampleRecord.model_validate_json(line)
+            except ValidationError as exc:  # invalid JSON and invalid UTF-8 included
                 self.corrupt_lines += 1
                 self.dropped_lines.append(f"line {number}: {type(exc).__name__}")
                 print(f"warning: {self.path}: line {number} is corrupt and was skipped", file=sys.stderr)

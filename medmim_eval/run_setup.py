@@ -6,7 +6,6 @@ from pathlib import Path
 
 from medmim_eval.adapter import GenerationSettings, ModelSpec, parse_model_specs
 from medmim_eval.datadir import DataPaths, cache_dir
-from medmim_eval.distributed import rank_info
 from medmim_eval.errors import DataError, MedmimError, UnknownNameError
 from medmim_eval.images import check_images
 from medmim_eval.metrics import OpenMetricsConfig, OpenScorer
@@ -174,12 +173,9 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
         )
     if not options.allow_credentialed_upload:
         _guard_credentialed_data(models, prepared)
-    scorer = OpenScorer(options.open_metrics)
-    if any(s.kind == "open" for task in prepared for s in task.samples) and rank_info().is_main:
-        # A metric that cannot load fails here, before any model is called. Only rank 0 of a
-        # data-parallel run computes the batched metrics, so only it loads them.
-        scorer.ensure_ready()
-    return PreparedRun(options, models, prepared, scorer, unavailable)
+    # The open metrics load in the runner once it knows an open answer is left to score (a
+    # finished run resumes without them), still before any model is called.
+    return PreparedRun(options, models, prepared, OpenScorer(options.open_metrics), unavailable)
 
 
 def _limit(samples: list[Sample], limit: int | None) -> list[Sample]:

@@ -76,6 +76,8 @@ class Runner:
         self.scorer = prepared.scorer
         self.hasher = ImageHasher()
         self.cache: ResponseCache | None = None
+        self._existing: dict[tuple[str, str], SampleRecord] | None = None  # read by rank 0 before starting
+        self._final: list[SampleRecord] | None = None  # every record once scored, for results.json
         self.summary = RunSummary(run_dir=str(self.run_dir), results=Results(run_id=""), rank=self.group.rank,
                                   world_size=self.group.world_size)
 
@@ -96,9 +98,11 @@ class Runner:
         if group.is_main:
             try:
                 self._merge_shards()
+                self._existing = self._load_records()
+                self._ready_scorer(self._existing)
             except Exception as exc:
                 error = exc
-        group.check("merging the record shards of an earlier run", error)
+        group.check("merging the records of an earlier run and loading the open metrics", error)
         manifest, failure = None, None
         try:
             manifest, existing = self._start()
@@ -136,14 +140,32 @@ class Runner:
                                    "rerun the same command to resume")
         return self.summary
 
-    def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
-        """Records so far and the manifest with this invocation (written by rank 0 only)."""
-        options = self.prepared.options
+    def _load_records(self) -> dict[tuple[str, str], SampleRecord]:
+        """The latest record per (model, sample) so far; rank 0 repairs a torn last line and says so."""
         merged = RecordStore(self.run_dir)
         existing = merged.load(repair=self.group.is_main)
         if self.group.is_main:
             for note in merged.dropped_lines:
                 self._say(f"note: {merged.path}: {note}")
+        return existing
+
+    def _ready_scorer(self, existing: dict[tuple[str, str], SampleRecord]) -> None:
+        """Load the open metrics now if any open answer is left to score, so that a broken metric
+        setup fails before any model is called; a finished run never imports them."""
+        for spec, _ in self.prepared.models:
+            for task in self.prepared.tasks:
+                for sample in task.samples:
+                    if sample.kind != "open":
+                        continue
+                    record = existing.get((spec.model_id, sample.key))
+                    if record is None or not record.done or record.scores_pending:
+                        self.scorer.ensure_ready()
+                        return
+
+    def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
+        """Records so far and the manifest with this invocation (written by rank 0 only)."""
+        options = self.prepared.options
+        existing = self._existing if self._existing is not None else self._load_records()
         manifest = start_manifest(self.run_dir, options.argv, options.seed, options.settings.as_dict(), self.host,
                                   self.scorer.definition())
         manifest.invocations[-1].world_size = self.group.world_size
@@ -222,10 +244,11 @@ class Runner:
                     store.close()
             else:
                 store.rewrite(latest.values())
+        self._final = list(latest.values())
 
     def _finish(self, manifest: Any, status: str) -> None:
         """``results.json`` from every record, and the invocation's end in the manifest."""
-        final = list(RecordStore(self.run_dir).load(repair=False).values())
+        final = self._final if self._final is not None else list(RecordStore(self.run_dir).load(repair=False).values())
         bootstrap = BootstrapSettings(seed=self.prepared.options.seed)
         self.summary.results = Results(
             run_id=manifest.run_id, metrics=manifest.metrics, bootstrap=bootstrap.describe(),

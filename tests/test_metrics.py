@@ -97,7 +97,7 @@ def test_unloadable_bertscore_model_fails_before_any_model_call(plugin_site: Pat
     result = run_cli("run", "-m", f"echo-test,log={log}", "-t", "toy-shapes", "-o", str(tmp_path / "out"),
                      "--open-metrics", "bertscore.model=roberta-large", pythonpath=[plugin_site])
     assert result.returncode == 2
-    assert "the BERTScore model 'roberta-large' cannot be loaded" in result.stderr
+    assert "the BERTScore model 'roberta-large' is not in the Hugging Face cache" in result.stderr
     assert "bertscore.model=minilm" in result.stderr and "Traceback" not in result.stderr
     assert not log.exists() and not (tmp_path / "out" / "samples.jsonl").exists()
     closed_only = run_cli("run", "-m", "echo-test", "-t", "toy-shapes:closed", "-o", str(tmp_path / "closed"), "-q",
