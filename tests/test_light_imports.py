@@ -112,12 +112,12 @@ def test_rerunning_a_finished_run_imports_no_scoring_backend(poisoned_scoring: P
     args = ("run", "-m", "random", "-t", str(task), "-o", str(out), "-q")
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
-    again = run_cli(*args, pythonpath=[poisoned_scoring])
+    again = run_cli(*args, pythonpath=[poisoned_scoring], subprocess_=True)
     assert again.returncode == 0 and "must not be imported" not in again.stderr, again.stderr
     assert "2 already done" in again.stderr
     # The poison works: a run with an open answer left to score needs the metrics and says so.
     fresh = run_cli("run", "-m", "random", "-t", str(task), "-o", str(tmp_path / "fresh"), "-q",
-                    pythonpath=[poisoned_scoring])
+                    pythonpath=[poisoned_scoring], subprocess_=True)
     assert fresh.returncode != 0 and "must not be imported" in fresh.stderr
 
 
@@ -126,7 +126,7 @@ def test_default_bertscore_missing_offline_is_named_before_torch_loads(poisoned:
     monkeypatch.delenv("MEDMIM_OPEN_METRICS")  # the default: bert-score's roberta-large
     task, out = _closed_and_open_task(tmp_path), tmp_path / "run"
     result = run_cli("run", "-m", "random", "-t", str(task), "-o", str(out), "-q", pythonpath=[poisoned],
-                     env={"HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "1"})
+                     env={"HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "1"}, subprocess_=True)
     assert result.returncode == 2, result.stderr
     assert "must not be imported" not in result.stderr and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
