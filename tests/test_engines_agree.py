@@ -98,4 +98,8 @@ def test_vllm_and_transformers_agree_in_float32(engine: Engine, tmp_path: Path) 
         assert v.sent.n_images == h.sent.n_images and v.sent.image_order == h.sent.image_order
         assert v.tokens["prompt"] == h.tokens["prompt_tokens"], sample.key  # the same tokens, 64 per image
     assert len({h.text for h in by_hf}) >= 2  # the answers depend on the images: agreement means something
-    assert [v.text for v in by_vllm] == [h.text for h in by_hf]
+    # The same greedy tokens. A random model emits byte pieces that are no valid UTF-8: transformers'
+    # decode writes U+FFFD for them, vLLM's detokenizer leaves a trailing incomplete character out;
+    # both are the same tokens, so compare the counts and the text without U+FFFD.
+    assert [v.tokens["completion"] for v in by_vllm] == [h.tokens["completion_tokens"] for h in by_hf]
+    assert [v.text.replace("\ufffd", "") for v in by_vllm] == [h.text.replace("\ufffd", "") for h in by_hf]

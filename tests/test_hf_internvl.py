@@ -366,7 +366,8 @@ def test_run_answers_two_and_three_images_and_flags_a_fourth(which: str, native_
     out = tmp_path / "run"
     result = run_cli("run", "--models", f"hf-internvl:{ckpt}", "--tasks", str(task), "--max-new-tokens", "4",
                      "--output", str(out), "--quiet", env={"HF_MODULES_CACHE": str(tmp_path / "modules")},
-                     pythonpath=internvl2_pythonpath() if which == "remote" else None)
+                     pythonpath=internvl2_pythonpath() if which == "remote" else None,
+                     subprocess_=True)  # transformers reads HF_MODULES_CACHE when it is imported
     assert "Traceback" not in result.stderr, result.stderr
     lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
     done = {r["n_images"]: r for r in lines}
