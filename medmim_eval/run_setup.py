@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from medmim_eval.adapter import GenerationSettings, ModelSpec, parse_model_specs
 from medmim_eval.datadir import DataPaths, cache_dir
+from medmim_eval.distributed import rank_info
 from medmim_eval.errors import DataError, MedmimError, UnknownNameError
 from medmim_eval.images import check_images
 from medmim_eval.metrics import OpenMetricsConfig, OpenScorer
