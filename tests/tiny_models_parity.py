@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tiny_models import _cached, _corpus
 
@@ -68,10 +69,14 @@ def _build(folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    _save(folder, model, processor, "llava-llama3", seed)
+
+
+def _save(folder: Path, model: Any, processor: Any, kind: str, seed: int) -> None:
+    """Write the checkpoint, its processor and the marker that says which builder made it."""
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    (folder / "medmim_tiny.json").write_text(json.dumps({"builder_version": VERSION, "kind": "llava-llama3",
-                                                         "seed": seed}))
+    (folder / "medmim_tiny.json").write_text(json.dumps({"builder_version": VERSION, "kind": kind, "seed": seed}))
 
 
 def tiny_llava_llama3(seed: int = 0) -> Path:
@@ -132,10 +137,7 @@ def _build_llava_med(folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    (folder / "medmim_tiny.json").write_text(json.dumps({"builder_version": VERSION, "kind": "llava-med",
-                                                         "seed": seed}))
+    _save(folder, model, processor, "llava-med", seed)
 
 
 def tiny_llava_med(seed: int = 0) -> Path:
@@ -183,10 +185,7 @@ def _build_idefics2_mistral(folder: Path, seed: int) -> None:
                 param.normal_(0.0, 0.5)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, end_of_utterance]
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    (folder / "medmim_tiny.json").write_text(json.dumps({"builder_version": VERSION, "kind": "idefics2-mistral",
-                                                         "seed": seed}))
+    _save(folder, model, processor, "idefics2-mistral", seed)
 
 
 def tiny_idefics2_mistral(seed: int = 0) -> Path:
