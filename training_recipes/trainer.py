@@ -55,13 +55,13 @@ class MedmimTrainer(Trainer):
         targets = labels[:, first:].to(logits.device)
         total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
                                 reduction="sum")
+        # The Trainer passes num_items_in_batch exactly when the model takes loss kwargs, and then
+        # treats the loss as already scaled for gradient accumulation (loss_is_scaled_for_ga unset).
         if num_items_in_batch is not None:
             count = num_items_in_batch.to(total.device) if hasattr(num_items_in_batch, "to") else num_items_in_batch
             loss = total / count
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # num_items_in_batch counts every process's tokens
-            self.loss_is_scaled_for_ga = True
         else:
             loss = total / (targets != IGNORE).sum().clamp(min=1)
-            self.loss_is_scaled_for_ga = False
         return (loss, outputs) if return_outputs else loss
