@@ -52,8 +52,9 @@ TINY_ARCH: dict[str, int] = {
 # Training settings for TINY_ARCH on the synthetic suite's train split (suite seed 1, 1200 closed +
 # 240 open items per ability): AdamW, loss on the response tokens only (render_training), fp32,
 # gradient clipping 1.0, batch 16, 2500 steps (about 7 epochs).
-# Measured on the synthetic test split (120 closed items per ability), three training seeds
-# (closed accuracy %, temporal / reasoning / comparison / co-reference):
+# Measured on the synthetic test split (120 closed items per ability), three training seeds, one
+# thread, before mantis_llama3 revision 2 (closed accuracy %, temporal / reasoning / comparison /
+# co-reference; seed 0 with revision 2 and two threads, as the demo trains it: 99.2 / 71.7 / 82.5 / 74.2):
 #   seed 1  97.5 / 71.7 / 85.0 / 78.3      best baseline  33.3 / 34.2 / 33.3 / 41.7
 #   seed 2  98.3 / 70.0 / 80.8 / 80.8      smallest margin over it: +28.3 (reasoning, seed 3)
 #   seed 3  95.8 / 62.5 / 82.5 / 75.0
