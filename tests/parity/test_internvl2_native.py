@@ -157,6 +157,7 @@ def test_where_torchvision_is_installed_the_pixels_stay_load_image_s(
     wherever torchvision is installed (GPU hosts), whose bicubic on uint8 tensors lands up to a grey
     level away: the adapter asks for PIL. Run in a process where torchvision (the session's
     download; CUDA operator registrations stubbed, this torch is CPU-only) is importable."""
+    import os
     import subprocess
     import sys
 
@@ -171,7 +172,7 @@ def test_where_torchvision_is_installed_the_pixels_stay_load_image_s(
                                            "types.ModuleType('torchvision._meta_registrations')\n")
     torchvision = pypi_wheel("torchvision", "0.28.0", tmp_path / "torchvision")
     paths = cases["open-3"].paths
-    env = {**__import__("os").environ, "PYTHONPATH": f"{site}:{torchvision}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(torchvision)])}
     done = subprocess.run([sys.executable, "-c", PROBE, str(checkpoint), str(tmp_path / "out.pt"), *paths],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
