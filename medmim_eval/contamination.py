@@ -13,8 +13,11 @@ Per benchmark item (a :class:`~medmim_eval.schema.Sample`) against every trainin
   answer; ``question_answer``: one training turn pair has both;
 - ``ngram13``: the item's text (prompt with options, then answer) shares a 13-gram of normalised
   words with one training item's text;
-- ``contaminated`` = ``image_set`` or ``question_answer`` or ``ngram13``: the items
-  ``run --exclude-contaminated`` leaves out.
+- ``contaminated``: any of the criterion's flags, by default ``image_set`` or ``question_answer``
+  (``audit contamination --criterion`` picks others); the items ``run --exclude-contaminated``
+  leaves out. ``ngram13`` is not in the default: templated phrasings shared by many training
+  items (``"based on the visual information from the x ray images which of the following"``) set it
+  on items whose own content was never trained on.
 
 Normalisation: Unicode NFKC, ``<image>`` removed, lower case, words = runs of letters and digits.
 """
@@ -35,7 +38,8 @@ from medmim_eval.training_data import TrainFile, TrainItem, relative_image
 
 NGRAM = 13
 FLAGS = ("image_set", "any_image", "question", "answer", "question_answer", "ngram13", "contaminated")
-CONTAMINATED_BY = ("image_set", "question_answer", "ngram13")
+CRITERION_FLAGS = ("image_set", "any_image", "question", "answer", "question_answer", "ngram13")
+DEFAULT_CRITERION = ("image_set", "question_answer")
 LABELS = {"image_set": "image set", "any_image": "any image", "question": "question", "answer": "answer",
           "question_answer": "question+answer", "ngram13": "13-gram", "contaminated": "contaminated"}
 EXAMPLES = 5
@@ -84,7 +88,7 @@ class ContaminationAudit(BaseModel):
         return {t.task: list(t.contaminated_keys) for t in self.tasks}
 
 
-def definition() -> dict[str, Any]:
+def definition(criterion: Sequence[str] = DEFAULT_CRITERION) -> dict[str, Any]:
     return {
         "image_identity": "same SHA-256 of the file bytes, or pHash AND dHash Hamming distances within the thresholds "
                           "(both files here); same relative path (either file absent)",
@@ -96,7 +100,7 @@ def definition() -> dict[str, Any]:
         "answer": "normalised reference answer (closed: the gold option's text) equals a training answer",
         "question_answer": "one training user/assistant turn pair has both the question and the answer",
         "ngram13": f"the item's prompt text and answer share a {NGRAM}-gram of normalised words with one training item",
-        "contaminated": " or ".join(CONTAMINATED_BY),
+        "contaminated": " or ".join(criterion),
     }
 
 
@@ -185,7 +189,8 @@ def _answer_text(sample: Sample) -> str:
     return sample.options.get(sample.answer, sample.answer) if sample.kind == "closed" else sample.answer
 
 
-def audit_task(task: str, samples: Sequence[Sample], index: TrainingIndex) -> TaskContamination:
+def audit_task(task: str, samples: Sequence[Sample], index: TrainingIndex,
+               criterion: Sequence[str] = DEFAULT_CRITERION) -> TaskContamination:
     """The flags of every item of one task (see the module doc), counted."""
     flagged: dict[str, list[str]] = {flag: [] for flag in FLAGS}
     seen_images: dict[str, str | None] = {}
@@ -214,7 +219,7 @@ def audit_task(task: str, samples: Sequence[Sample], index: TrainingIndex) -> Ta
         flags["question_answer"] = (question, answer) in index.pairs
         options = "\n".join(f"{k}: {v}" for k, v in sample.options.items())
         flags["ngram13"] = not ngrams(f"{sample.question}\n{options}\n{_answer_text(sample)}").isdisjoint(index.grams)
-        flags["contaminated"] = any(flags[f] for f in CONTAMINATED_BY)
+        flags["contaminated"] = any(flags[f] for f in criterion)
         for flag, hit in flags.items():
             if hit:
                 flagged[flag].append(sample.key)
@@ -233,14 +238,16 @@ def audit_task(task: str, samples: Sequence[Sample], index: TrainingIndex) -> Ta
     )
 
 
-def audit(tasks: dict[str, Sequence[Sample]], items: Sequence[TrainItem],
-          files: Iterable[TrainFile]) -> ContaminationAudit:
-    """The audit of every task against the training items, in the given task order."""
+def audit(tasks: dict[str, Sequence[Sample]], items: Sequence[TrainItem], files: Iterable[TrainFile],
+          criterion: Sequence[str] = DEFAULT_CRITERION) -> ContaminationAudit:
+    """The audit of every task against the training items, in the given task order; ``criterion``:
+    the flags (of :data:`CRITERION_FLAGS`) any of which makes an item contaminated."""
     index = TrainingIndex(items)
     report = ContaminationAudit(
         train_files=[{"path": f.path, "sha256": f.sha256, "items": f.items} for f in files],
         train_items=len(items), train_images={"here": index.images_here, "absent": index.images_absent},
-        tasks=[audit_task(name, samples, index) for name, samples in tasks.items()], definitions=definition())
+        tasks=[audit_task(name, samples, index, criterion) for name, samples in tasks.items()],
+        definitions=definition(criterion))
     for path, reason in list(index.hasher.unreadable.items())[:5]:
         report.notes.append(f"unreadable image, compared by path only: {path} ({reason})")
     if len(index.hasher.unreadable) > 5:

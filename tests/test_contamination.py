@@ -99,11 +99,20 @@ def test_each_planted_match_is_found_and_nothing_else(files: dict[str, Path]) ->
     assert flagged["question"] == {keys[2]}  # case, spacing and "?" differ
     assert flagged["answer"] == set()
     assert flagged["ngram13"] == {keys[3]}
-    assert flagged["contaminated"] == {keys[0], keys[3], keys[4]}
-    assert task["counts"]["contaminated"] == 3 and task["percent"]["contaminated"] == pytest.approx(60.0)
+    assert flagged["contaminated"] == {keys[0], keys[4]}  # default criterion: image set or question+answer pair
+    assert task["counts"]["contaminated"] == 2 and task["percent"]["contaminated"] == pytest.approx(40.0)
     assert task["image_matches"] == {"exact": 2, "near": 1, "path": 2}
     assert task["images"] == {"distinct": 10, "here": 8, "absent": 2}
     assert report["train_items"] == 5 and report["definitions"]["phash_max"] > 0
+
+
+def test_criterion_picks_the_flags_that_make_an_item_contaminated(files: dict[str, Path]) -> None:
+    keys = _keys(files["bench"])
+    (task,) = _audit(files, "--criterion", "ngram13,question")["tasks"]
+    assert set(task["contaminated_keys"]) == {keys[2], keys[3]}
+    bad = run_cli("audit", "contamination", "--train", str(files["train"]), "--tasks", str(files["bench"]),
+                  "--criterion", "image_set,vibes")
+    assert bad.returncode == 2 and "vibes" in bad.stderr and "ngram13" in bad.stderr
 
 
 def test_distinct_real_images_do_not_match(files: dict[str, Path], tmp_path: Path) -> None:
@@ -121,13 +130,13 @@ def test_rich_and_html_formats(files: dict[str, Path], tmp_path: Path) -> None:
     rich = run_cli("audit", "contamination", "--train", str(files["train"]), "--tasks", str(files["bench"]),
                    env={"COLUMNS": "220"})
     assert rich.returncode == 0, rich.stderr
-    assert "Contamination audit" in rich.stdout and "3 (60.0%)" in rich.stdout
+    assert "Contamination audit" in rich.stdout and "2 (40.0%)" in rich.stdout
     page = tmp_path / "audit.html"
     html = run_cli("audit", "contamination", "--train", str(files["train"].parent), "--tasks", str(files["bench"]),
                    "--format", "html", "-o", str(page))
     assert html.returncode == 0, html.stderr
     text = page.read_text()
-    assert '<section id="contamination">' in text and "<td>3<small>60.0%</small></td>" in text
+    assert '<section id="contamination">' in text and "<td>2<small>40.0%</small></td>" in text
 
 
 def test_llava_med_jsonl_training_file(files: dict[str, Path], tmp_path: Path) -> None:
@@ -177,18 +186,18 @@ def test_run_exclude_contaminated_scores_the_clean_subset_and_marks_it(files: di
     records = [json.loads(line) for line in (clean / "samples.jsonl").read_text().splitlines()]
     assert {r["key"] for r in records} == set(_keys(files["bench"])) - contaminated
     cells = json.loads((clean / "results.json").read_text())["cells"]
-    assert sum(c["n"] for c in cells) == 2
-    assert all(c["excluded"] == 3 for c in cells)
+    assert sum(c["n"] for c in cells) == 3
+    assert all(c["excluded"] == 2 for c in cells)
     # Both runs side by side: the clean cells carry the marker, the full ones do not, the footer says why.
     board = run_cli("leaderboard", str(clean), str(full), "--format", "markdown")
     assert board.returncode == 0, board.stderr
     rows = {line.split("|")[1].strip(): line for line in board.stdout.splitlines() if line.startswith("| majority")}
     assert "‡" in rows[f"majority [{clean.name}]"] and "‡" not in rows[f"majority [{full.name}]"]
-    assert "a clean subset, 3 item(s) left out" in board.stdout
+    assert "a clean subset, 2 item(s) left out" in board.stdout
     html = run_cli("leaderboard", str(clean), "--format", "html")
     assert html.returncode == 0, html.stderr
     section = html.stdout.split('<section id="contamination">')[1].split("</section>")[0]
-    assert "<td>3<small>60.0%</small></td>" in section
+    assert "<td>2<small>40.0%</small></td>" in section
     # Resuming the clean run directory without the exclusion (or the full one with it) is refused.
     again = run_cli("run", "-m", "majority", "-t", str(files["bench"]), "-o", str(clean), "-q", "--skip-missing")
     assert again.returncode == 2 and "clean subset and the full task" in again.stderr

@@ -25,23 +25,31 @@ def _paths(text: str) -> list[Path]:
 @click.option("--train-images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the training files' image paths are relative to (default: the data folder of each item's "
               "source, else the training file's folder).")
+@click.option("--criterion", default="image_set,question_answer", show_default=True,
+              help="The flags, comma-separated, any of which makes an item contaminated (what run "
+              "--exclude-contaminated leaves out): image_set, any_image, question, answer, question_answer, ngram13.")
 @click.option("--format", "fmt", type=click.Choice(("rich", "json", "html")), default="rich", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout.")
 @click.pass_context
 def contamination(ctx: click.Context, train_spec: str, task_spec: str, data_dir: Path | None,
-                  train_images: Path | None, fmt: str, output: Path | None) -> None:
+                  train_images: Path | None, criterion: str, fmt: str, output: Path | None) -> None:
     """Benchmark items whose image set, any image, question or answer appears in the training data.
 
     Images match by content where both files are here (SHA-256, or pHash and dHash near duplicates) and
     by relative path where either is absent. Text matches after normalisation (whole question, whole
     answer, or a shared 13-gram). `--format json -o AUDIT.json` feeds `run --exclude-contaminated`.
     """
-    from medmim_eval.contamination import audit
+    from medmim_eval.contamination import CRITERION_FLAGS, audit
     from medmim_eval.datadir import DataPaths, cache_dir
     from medmim_eval.errors import DataError, MedmimError
     from medmim_eval.tasks_api import TaskContext, load_selection, select_tasks
     from medmim_eval.training_data import read_training
 
+    flags = tuple(f.strip() for f in criterion.split(",") if f.strip())
+    unknown = [f for f in flags if f not in CRITERION_FLAGS]
+    if unknown or not flags:
+        raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}; give some of {', '.join(CRITERION_FLAGS)}",
+                                 param_hint="--criterion")
     host = get_host(ctx)
     data = DataPaths.resolve(data_dir)
     specs = _paths(train_spec)
@@ -58,7 +66,7 @@ def contamination(ctx: click.Context, train_spec: str, task_spec: str, data_dir:
     if not loaded:
         raise MedmimError("no task could be loaded: " + "; ".join(notes)
                           + " (`medmim-eval data status` says where to get the files)")
-    report = audit(loaded, items, files)
+    report = audit(loaded, items, files, flags)
     report.notes = notes + report.notes
     if fmt == "rich":
         from rich.console import Console
