@@ -13,11 +13,12 @@ Per benchmark item (a :class:`~medmim_eval.schema.Sample`) against every trainin
   answer; ``question_answer``: one training turn pair has both;
 - ``ngram13``: the item's text (prompt with options, then answer) shares a 13-gram of normalised
   words with one training item's text;
-- ``contaminated``: any of the criterion's flags, by default ``image_set`` or ``question_answer``
-  (``audit contamination --criterion`` picks others); the items ``run --exclude-contaminated``
-  leaves out. ``ngram13`` is not in the default: templated phrasings shared by many training
-  items (``"based on the visual information from the x ray images which of the following"``) set it
-  on items whose own content was never trained on.
+- ``contaminated``: any of the criterion's flags, by default ``image_set`` alone (``audit
+  contamination --criterion`` picks others); the items ``run --exclude-contaminated`` leaves out.
+  The text flags are not in the default because templates set them on items whose own content was
+  never trained on: a closed question of a shared template with one of its k answers matches
+  ``question_answer`` by chance, and templated phrasings (``"based on the visual information from
+  the x ray images which of the following"``) match ``ngram13``.
 
 Normalisation: Unicode NFKC, ``<image>`` removed, lower case, words = runs of letters and digits.
 """
@@ -39,7 +40,7 @@ from medmim_eval.training_data import TrainFile, TrainItem, relative_image
 NGRAM = 13
 FLAGS = ("image_set", "any_image", "question", "answer", "question_answer", "ngram13", "contaminated")
 CRITERION_FLAGS = ("image_set", "any_image", "question", "answer", "question_answer", "ngram13")
-DEFAULT_CRITERION = ("image_set", "question_answer")
+DEFAULT_CRITERION = ("image_set",)
 LABELS = {"image_set": "image set", "any_image": "any image", "question": "question", "answer": "answer",
           "question_answer": "question+answer", "ngram13": "13-gram", "contaminated": "contaminated"}
 EXAMPLES = 5

@@ -99,7 +99,7 @@ def test_each_planted_match_is_found_and_nothing_else(files: dict[str, Path]) ->
     assert flagged["question"] == {keys[2]}  # case, spacing and "?" differ
     assert flagged["answer"] == set()
     assert flagged["ngram13"] == {keys[3]}
-    assert flagged["contaminated"] == {keys[0], keys[4]}  # default criterion: image set or question+answer pair
+    assert flagged["contaminated"] == {keys[0], keys[4]}  # the default criterion: the image set
     assert task["counts"]["contaminated"] == 2 and task["percent"]["contaminated"] == pytest.approx(40.0)
     assert task["image_matches"] == {"exact": 2, "near": 1, "path": 2}
     assert task["images"] == {"distinct": 10, "here": 8, "absent": 2}

@@ -25,7 +25,7 @@ def _paths(text: str) -> list[Path]:
 @click.option("--train-images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the training files' image paths are relative to (default: the data folder of each item's "
               "source, else the training file's folder).")
-@click.option("--criterion", default="image_set,question_answer", show_default=True,
+@click.option("--criterion", default="image_set", show_default=True,
               help="The flags, comma-separated, any of which makes an item contaminated (what run "
               "--exclude-contaminated leaves out): image_set, any_image, question, answer, question_answer, ngram13.")
 @click.option("--format", "fmt", type=click.Choice(("rich", "json", "html")), default="rich", show_default=True)
