@@ -79,11 +79,14 @@ def read_audit(path: Path) -> Exclusion:
 
 
 def split(samples: Sequence["Sample"], exclusion: Exclusion | None) -> tuple[list["Sample"], list[str]]:
-    """(samples kept, keys excluded) of one task, in file order."""
+    """(samples kept, keys excluded) of one task, in file order; a control's sample (``KEY@CONTROL``)
+    goes with its standard key."""
+    from medmim_eval.controls import base_key
+
     if exclusion is None:
         return list(samples), []
-    kept = [s for s in samples if s.key not in exclusion.keys]
-    return kept, [s.key for s in samples if s.key in exclusion.keys]
+    kept = [s for s in samples if base_key(s.key) not in exclusion.keys]
+    return kept, [s.key for s in samples if base_key(s.key) in exclusion.keys]
 
 
 def check_used(exclusion: Exclusion, excluded: int) -> None:

@@ -217,6 +217,11 @@ def test_run_exclude_keys_file_and_its_bad_input(files: dict[str, Path], tmp_pat
                    "--exclude", str(keys_file)).returncode == 0
     records = [json.loads(line)["key"] for line in (out / "samples.jsonl").read_text().splitlines()]
     assert sorted(records) == sorted(keys[i] for i in (0, 2, 3))
+    blind = tmp_path / "blind"  # a control's samples go with their standard keys
+    assert run_cli("run", "-m", "majority", "-t", f"{files['bench']}@blind", "-o", str(blind), "-q",
+                   "--exclude", str(keys_file)).returncode == 0
+    blind_records = [json.loads(line)["key"] for line in (blind / "samples.jsonl").read_text().splitlines()]
+    assert sorted(blind_records) == sorted(f"{keys[i]}@blind" for i in (0, 2, 3))
     stale = tmp_path / "stale.txt"
     stale.write_text("other_file#0#abcdef012345\n")
     unused = run_cli("run", "-m", "majority", "-t", str(files["bench"]), "-o", str(tmp_path / "r2"), "-q",
