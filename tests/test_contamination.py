@@ -194,6 +194,10 @@ def test_run_exclude_contaminated_scores_the_clean_subset_and_marks_it(files: di
     rows = {line.split("|")[1].strip(): line for line in board.stdout.splitlines() if line.startswith("| majority")}
     assert "‡" in rows[f"majority [{clean.name}]"] and "‡" not in rows[f"majority [{full.name}]"]
     assert "a clean subset, 2 item(s) left out" in board.stdout
+    csv_text = run_cli("leaderboard", str(clean), str(full), "--format", "csv").stdout.splitlines()
+    header = csv_text[0].split(",")
+    excluded = {row.split(",")[header.index("run")]: row.split(",")[header.index("excluded")] for row in csv_text[1:]}
+    assert excluded == {clean.name: "2", full.name: "0"}
     html = run_cli("leaderboard", str(clean), "--format", "html")
     assert html.returncode == 0, html.stderr
     section = html.stdout.split('<section id="contamination">')[1].split("</section>")[0]
