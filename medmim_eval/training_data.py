@@ -57,12 +57,14 @@ def relative_image(path: str) -> str:
     return text
 
 
-def training_files(specs: list[Path]) -> list[Path]:
-    """The files behind ``--train``: each file as given, each folder's ``.json``/``.jsonl`` files (recursively)."""
+def training_files(specs: list[Path], leave_out: set[Path] | None = None) -> list[Path]:
+    """The files behind ``--train``: each file as given, each folder's ``.json``/``.jsonl`` files
+    (recursively) except those in ``leave_out`` (resolved paths: the benchmark files audited)."""
     files: list[Path] = []
     for spec in specs:
         if spec.is_dir():
-            found = sorted(p for p in spec.rglob("*") if p.suffix in TRAIN_SUFFIXES and p.is_file())
+            found = sorted(p for p in spec.rglob("*") if p.suffix in TRAIN_SUFFIXES and p.is_file()
+                           and p.resolve() not in (leave_out or set()))
             if not found:
                 raise DataError(f"{spec}: no .json or .jsonl training file in this folder; give the files with --train")
             files.extend(found)
@@ -144,8 +146,8 @@ def _item(raw: Any, index: int, path: Path, data: "DataPaths | None", image_dir:
     return item
 
 
-def read_training(specs: list[Path], data: "DataPaths | None" = None,
-                  image_dir: Path | None = None) -> tuple[list[TrainItem], list[TrainFile]]:
+def read_training(specs: list[Path], data: "DataPaths | None" = None, image_dir: Path | None = None,
+                  leave_out: set[Path] | None = None) -> tuple[list[TrainItem], list[TrainFile]]:
     """Every item of every training file.
 
     Args:
@@ -153,6 +155,8 @@ def read_training(specs: list[Path], data: "DataPaths | None" = None,
         data: the data folders; an item's images are looked for under the folder its ``source`` tag
             names (as for the benchmark), else beside its file.
         image_dir: one folder all training image paths are relative to (overrides the above).
+        leave_out: resolved paths a folder's files skip (the benchmark files audited, when they
+            lie in a training folder such as the release's).
 
     Raises:
         DataError: a missing file or folder, malformed JSON, or items that are not training items
@@ -160,7 +164,7 @@ def read_training(specs: list[Path], data: "DataPaths | None" = None,
     """
     items: list[TrainItem] = []
     files: list[TrainFile] = []
-    for path in training_files(specs):
+    for path in training_files(specs, leave_out):
         rows = _rows(path)
         problems = []
         before = len(items)

@@ -268,6 +268,17 @@ def test_official_comparison_image_sets_match_an_independent_count(shared_data: 
     assert comparison["counts"]["any_image"] == sum(bool(s & train_images) for s in bench)
 
 
+def test_a_training_folder_leaves_out_the_audited_benchmark_files(shared_data: Path) -> None:
+    result = run_cli("audit", "contamination", "--train", str(shared_data / "med-mim"), "--tasks", "held-in-comparison",
+                     "--data-dir", str(shared_data), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    names = sorted(Path(f["path"]).name for f in report["train_files"])
+    assert "Med_MIM_benchmark_Held_in_Comparison.json" not in names  # not audited against itself
+    assert "Med_MIM_train_inherent_Comparison.json" in names and len(names) == 6  # the other five benchmark files too
+    assert report["tasks"][0]["counts"]["image_set"] >= 210
+
+
 def test_official_held_out_tasks_share_no_image_with_the_training_file(official: dict[str, dict]) -> None:
     for task in ("held-out-rad", "held-out-odir"):
         assert official[task]["counts"]["any_image"] == 0 and official[task]["counts"]["image_set"] == 0

@@ -55,17 +55,21 @@ def contamination(ctx: click.Context, train_spec: str, task_spec: str, data_dir:
     specs = _paths(train_spec)
     if not specs:
         raise click.UsageError("--train needs at least one file or folder")
-    items, files = read_training(specs, data, train_images)  # a bad training file stops here, before any task loads
     context = TaskContext(data=data, cache_dir=cache_dir())
-    loaded, notes = {}, []
+    loaded, notes, task_files = {}, [], set()
     for selection in select_tasks(task_spec, host):
         try:
-            loaded[selection.label] = load_selection(selection, host, context).samples
+            task = load_selection(selection, host, context)
         except (DataError, OSError) as exc:
             notes.append(f"{selection.label}: not loaded: {str(exc).splitlines()[0]}")
+            continue
+        loaded[selection.label] = task.samples
+        task_files.update(p.resolve() for p in task.files)
     if not loaded:
         raise MedmimError("no task could be loaded: " + "; ".join(notes)
                           + " (`medmim-eval data status` says where to get the files)")
+    # A training folder holding the audited benchmark files (the release's folder) does not count them as training.
+    items, files = read_training(specs, data, train_images, leave_out=task_files)
     report = audit(loaded, items, files, flags)
     report.notes = notes + report.notes
     if fmt == "rich":
