@@ -102,6 +102,13 @@ class Table:
         second = {m for m, v in shown.items() if len(values) > 1 and v == values[1]}
         return best, second
 
+    def marker(self, model: str, column: int) -> str:
+        """The footnote marker of a cell scored on a clean subset (``run --exclude``), else ``""``."""
+        from medmim_eval.exclusion import EXCLUDED_MARK
+
+        cell = self.cells.get(model, [None] * len(self.columns))[column]
+        return EXCLUDED_MARK if cell is not None and cell.excluded else ""
+
     def interval(self, model: str, column: int) -> tuple[float, float] | None:
         """The 95% interval of the shown value, on the same scale as the value."""
         cell = self.cells.get(model, [None] * len(self.columns))[column]
@@ -289,6 +296,11 @@ def load_run(run_dir: Path, *, by_source: bool = False) -> RunData:
         records = list(store.load(repair=False).values())
         results.by_source = with_flag_counts(aggregate_by_source(records, settings, _reloaded_shortcuts(run_dir)),
                                              records)
+    if manifest is not None:
+        from medmim_eval.exclusion import mark_cells
+
+        results.cells, results.by_source = mark_cells(results.cells, manifest.tasks), mark_cells(results.by_source,
+                                                                                                  manifest.tasks)
     models = {c.model for c in results.cells} | {c.model for c in results.by_source}
     return RunData(run_dir=run_dir, run_id=results.run_id, cells=results.cells, by_source=results.by_source,
                    metrics=results.metrics or (manifest.metrics if manifest else {}),
@@ -399,7 +411,7 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
                            with_paper=with_paper, vs_paper=vs_paper, shortcuts=shortcuts)
     value = CHANCE_NORMALISED if chance else SHORTCUT_MARGIN if shortcuts else SCORE
     view.tables = build_tables(view.cells, value=value, by_source=by_source)
-    view.footer = footer_lines(runs, ci=ci) + judge_lines(runs) + not_scored_lines(runs) + stand_in_lines(runs)
+    view.footer = footer_lines(runs, ci=ci) + judge_lines(runs) + not_scored_lines(runs) + stand_in_lines(runs) + excluded_lines(runs)
     if with_paper or vs_paper:
         from medmim_eval.paper_table import load_paper_table
         from medmim_eval.paper_view import add_paper_rows, match_models, paper_footer
@@ -421,6 +433,22 @@ def stand_in_lines(runs: list[RunData]) -> list[str]:
     return [f"{task} in {run.run_dir.name}: evaluated from {file}, a file standing for that task "
             "(built data or run --as), not the official benchmark file."
             for run in runs for task, file in sorted(run.stand_ins.items())]
+
+
+def excluded_lines(runs: list[RunData]) -> list[str]:
+    """One footer line per task a run scored on a clean subset (its cells carry the marker)."""
+    from medmim_eval.exclusion import EXCLUDED_MARK
+    from medmim_eval.manifest import read_manifest
+
+    lines = []
+    for run in runs:
+        manifest = read_manifest(run.run_dir)
+        for task in manifest.tasks if manifest else []:
+            if task.excluded_keys:
+                lines.append(f"{EXCLUDED_MARK} {task.name} in {run.run_dir.name}: a clean subset, {len(task.excluded_keys)} "
+                             f"item(s) left out by {task.excluded_from} (keys in its manifest); not comparable with "
+                             "a full run of the task.")
+    return lines
 
 
 def to_markdown(tables: list[Table], *, ci: bool = False, footer: list[str] | None = None) -> str:

@@ -155,6 +155,13 @@ def add_task(manifest: RunManifest, info: TaskInfo) -> None:
                     f"the data of task '{info.name}' changed since this run directory was written "
                     f"(sha256 {existing.sha256[:12]} vs {info.sha256[:12]}); use another --output"
                 )
+            if sorted(existing.excluded_keys) != sorted(info.excluded_keys):
+                raise MedmimError(
+                    f"task '{info.name}' in this run directory was evaluated with {len(existing.excluded_keys)} item(s) "
+                    f"excluded ({existing.excluded_from or 'no exclusion'}), now with {len(info.excluded_keys)} "
+                    f"({info.excluded_from or 'no exclusion'}); a clean subset and the full task go to different "
+                    "run directories: use another --output"
+                )
             info.kinds = sorted(set(existing.kinds) | set(info.kinds))  # type: ignore[assignment]
             manifest.tasks[i] = info
             return

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medmim_eval import exclusion
 from medmim_eval.adapter import GenerationSettings, ModelSpec, parse_model_specs
 from medmim_eval.datadir import DataPaths, cache_dir
 from medmim_eval.distributed import rank_info
@@ -19,6 +20,7 @@ from medmim_eval.tasks_api import LoadedTask, TaskContext, TaskSelection, load_s
 from medmim_eval.weights import find_weights
 
 if TYPE_CHECKING:
+    from medmim_eval.exclusion import Exclusion
     from medmim_eval.extract_judge import ExtractionJudge, JudgeSpec
 
 ALL_MODELS = "all"
@@ -41,6 +43,7 @@ class RunOptions:
     allow_credentialed_upload: bool = False
     extractor: "JudgeSpec | None" = None  # the LLM judge of --extractor llm=...; None: the rule alone
     argv: list[str] = field(default_factory=list)
+    exclude: "Exclusion | None" = None  # run --exclude / --exclude-contaminated (medmim_eval.exclusion)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class PreparedTask:
     loaded: LoadedTask
     samples: list[Sample]
     skipped: dict[str, int] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)  # keys left out by options.exclude
 
 
 @dataclass
@@ -150,8 +154,10 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
     prepared: list[PreparedTask] = []
     for selection in options.tasks:
         loaded = load_selection(selection, host, context)
-        samples = _limit(loaded.samples, options.limit)
-        prepared.append(PreparedTask(selection, loaded, samples))
+        kept, excluded = exclusion.split(loaded.samples, options.exclude)
+        prepared.append(PreparedTask(selection, loaded, _limit(kept, options.limit), excluded=excluded))
+    if options.exclude is not None:
+        exclusion.check_used(options.exclude, sum(len(t.excluded) for t in prepared))
 
     problems: list[str] = []
     for task in prepared:
@@ -189,6 +195,9 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
         if options.extractor is not None:
             _guard_judge(options.extractor, host, prepared)
     ensure_run_dir(options.output)  # after the input checks (bad input leaves no folder behind), before any metric loads
+    copy = options.output / exclusion.AUDIT_COPY
+    if options.exclude is not None and options.exclude.audit is not None and rank_info().is_main and not copy.exists():
+        copy.write_text(options.exclude.audit.model_dump_json(indent=2) + "\n", encoding="utf-8")  # for the HTML report
     # The open metrics load in the runner once it knows an open answer is left to score (a
     # finished run resumes without them), still before any model is called.
     scorer = OpenScorer(options.open_metrics)

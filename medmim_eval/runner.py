@@ -24,6 +24,7 @@ from medmim_eval.cache import ImageHasher, ResponseCache
 from medmim_eval.cell_runner import CellRunner
 from medmim_eval.distributed import DistributedError, RankGroup, RankInfo, failure_message
 from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.exclusion import mark_cells
 from medmim_eval.extract_judge import JudgeTally, needs_judge
 from medmim_eval.flags import with_flag_counts
 from medmim_eval.manifest import add_model, add_task, now, start_manifest
@@ -184,6 +185,8 @@ class Runner:
                 n_samples=len(task.samples), n_skipped=task.skipped.get("samples", 0), skipped_reasons=task.skipped,
                 from_file=task.selection.path is not None and not task.selection.base.startswith("file:"),
                 control=task.loaded.control,
+                excluded_keys=task.excluded,
+                excluded_from=options.exclude.describe() if options.exclude is not None and task.excluded else None,
             ))
             if task.skipped:
                 self.summary.skipped[task.selection.label] = task.skipped
@@ -289,8 +292,9 @@ class Runner:
         shortcuts = shortcut_correct([s for task in self.prepared.tasks for s in task.loaded.samples])
         self.summary.results = Results(
             run_id=manifest.run_id, metrics=manifest.metrics, bootstrap=bootstrap.describe(),
-            cells=with_flag_counts(aggregate(final, bootstrap, shortcuts), final),
-            by_source=with_flag_counts(aggregate_by_source(final, bootstrap, shortcuts), final),
+            cells=mark_cells(with_flag_counts(aggregate(final, bootstrap, shortcuts), final), manifest.tasks),
+            by_source=mark_cells(with_flag_counts(aggregate_by_source(final, bootstrap, shortcuts), final),
+                                 manifest.tasks),
         )
         write_json_atomic(self.run_dir / RESULTS_FILE, self.summary.results)
         manifest.invocations[-1].finished_at = now()

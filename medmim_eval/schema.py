@@ -184,6 +184,9 @@ class TaskInfo(BaseModel):
     # task's name (run --as, or a built file whose dataset card says what it stands for).
     from_file: bool = False
     control: dict[str, Any] | None = None  # an image control's definition (medmim_eval.controls)
+    # run --exclude / --exclude-contaminated: the keys left out and the file they came from (medmim_eval.exclusion)
+    excluded_keys: list[str] = Field(default_factory=list)
+    excluded_from: str | None = None
 
 
 class PluginRecord(BaseModel):
@@ -241,6 +244,8 @@ class ResultCell(BaseModel):
     ``judge_asked``/``judged``/``judge_failed`` (closed cells of runs with an LLM judge): answers the
     rule left unparseable and sent to the judge, those it mapped to an option (scored with that
     option), and those whose judge request failed (still unparseable; a rerun asks again).
+    ``excluded``: items of the task the run left out (``run --exclude``, ``--exclude-contaminated``);
+    views mark such cells as scores of a clean subset.
     """
 
     model: str
@@ -266,6 +271,7 @@ class ResultCell(BaseModel):
     ci_low: float | None = None
     ci_high: float | None = None
     n_clusters: int = 0
+    excluded: int = 0  # items of the task left out by run --exclude/--exclude-contaminated (a clean-subset cell)
 
 
 class Results(BaseModel):

@@ -1,6 +1,7 @@
 """``medmim-eval audit``: checks of the benchmark data itself, one subcommand per check.
 
-``audit benchmark`` prints the benchmark card (:mod:`medmim_eval.benchmark_card`). A new check is
+``audit benchmark`` prints the benchmark card (:mod:`medmim_eval.benchmark_card`); ``audit
+contamination`` (:mod:`medmim_eval.cli.audit_contamination`) the training-data overlap. A new check is
 one more ``@audit.command()`` function here, or a module whose command is added with
 ``audit.add_command``.
 """
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from medmim_eval.cli.audit_contamination import contamination
 from medmim_eval.cli.context import get_host
 
 if TYPE_CHECKING:
@@ -19,7 +21,10 @@ if TYPE_CHECKING:
 
 @click.group()
 def audit() -> None:
-    """Audit benchmark data: letter bias, text-only shortcuts, reuse (no model is called)."""
+    """Audit benchmark data: letter bias, text-only shortcuts, reuse, training-data overlap (no model is called)."""
+
+
+audit.add_command(contamination)
 
 
 @audit.command()

@@ -74,6 +74,11 @@ def _read_models_file(path: Path) -> list[object]:
               "'none'; both verdicts recorded per sample; the judge is part of the metric definition).")
 @click.option("--allow-credentialed-upload", is_flag=True,
               help="Allow images of credentialed datasets (MS-CXR-T/MIMIC, EMBED) to go to a non-local endpoint.")
+@click.option("--exclude", "exclude_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Leave out the samples whose keys this file lists (one per line); the run scores the rest, records "
+              "the excluded keys in its manifest and views mark its cells as a clean subset.")
+@click.option("--exclude-contaminated", "audit_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Leave out the items an `audit contamination --format json` file flags as contaminated (see --exclude).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no leaderboard.")
 @click.pass_context
@@ -81,7 +86,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         output: Path | None,
         data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
         skip_missing: bool, open_metrics: tuple[str, ...], extractor: str, allow_credentialed_upload: bool,
-        no_cache: bool, quiet: bool) -> None:
+        no_cache: bool, quiet: bool, exclude_file: Path | None = None, audit_file: Path | None = None) -> None:
     """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl.
 
     \b
@@ -99,6 +104,12 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
 
     if not models_text and not models_file:
         raise click.UsageError("give --models SPEC[,SPEC...] or --models-file FILE")
+    if exclude_file and audit_file:
+        raise click.UsageError("give --exclude KEYS_FILE or --exclude-contaminated AUDIT.json, not both")
+    from medmim_eval import exclusion
+
+    exclude = (exclusion.read_keys_file(exclude_file) if exclude_file else
+               exclusion.read_audit(audit_file) if audit_file else None)
     host = get_host(ctx)
     specs = parse_model_specs(models_text) if models_text else []
     if models_file:
@@ -118,6 +129,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         allow_credentialed_upload=allow_credentialed_upload,
         extractor=parse_extractor(extractor),
         argv=["medmim-eval", *sys.argv[1:]],
+        exclude=exclude,
     )
     group = RankGroup()  # connects the ranks when launched by torchrun / accelerate launch
     try:

@@ -18,6 +18,7 @@ from medmim_eval.exports.html_records import group_details
 from medmim_eval.exports.thumbnails import THUMB_PX, ThumbnailSheet
 from medmim_eval.leaderboard import KIND_LETTER, MISSING, Table, fmt, fmt_interval
 from medmim_eval.exports.html_card import card_html
+from medmim_eval.exports.html_contamination import contamination_section
 from medmim_eval.schema import ResultCell, Sample
 
 if TYPE_CHECKING:
@@ -78,9 +79,9 @@ def _table_html(table: Table, ci: bool) -> str:
         for i, value in enumerate(values):
             best, second = marks[i]
             css = "best" if value is not None and model in best else "second" if value is not None and model in second else ""
-            extra = ""
+            extra = _e(table.marker(model, i))
             if ci and value is not None and table.interval(model, i):
-                extra = f"<small>{fmt_interval(table.interval(model, i))}</small>"
+                extra += f"<small>{fmt_interval(table.interval(model, i))}</small>"
             cells.append(f'<td class="{css}">{_e(fmt(value))}{extra}</td>' if css else f"<td>{_e(fmt(value))}{extra}</td>")
         row_class = f' class="ref {table.reference[model]}"' if model in table.reference else ""
         body.append(f"<tr{row_class}><td>{_e(model)}</td>{''.join(cells)}</tr>")
@@ -188,6 +189,6 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
 <section id="tables"><h2>Leaderboard</h2>{tables}<ul class="notes">{footer}</ul></section>
 {_controls_html(view)}<section id="details"><h2>Per-task details</h2>{_details_html(view)}</section>
 <section id="card"><h2>Benchmark card</h2>{card}</section>
-<section id="records"><h2>Sample records</h2>{records}</section>
+{contamination_section(view)}<section id="records"><h2>Sample records</h2>{records}</section>
 </body></html>
 """

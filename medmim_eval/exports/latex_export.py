@@ -77,6 +77,7 @@ def table_to_latex(table: Table, *, ci: bool = False, footer: list[str] | None =
                 text = f"\\textbf{{{text}}}"
             elif value is not None and model in second:
                 text = f"\\underline{{{text}}}"
+            text += table.marker(model, i)
             interval = table.interval(model, i) if ci and value is not None else None
             if interval is not None:
                 text += f"\\,{{\\scriptsize[{_number(interval[0])}, {_number(interval[1])}]}}"

@@ -34,6 +34,8 @@ COLUMNS: dict[str, str] = {
     "paper_difference": "with --vs-paper: score - paper_score (the paper scored 300 closed MIM-RAD items, "
                         "the released file has 293)",
     "judged": "closed, runs with an LLM judge: answers the rule left unparseable that the judge mapped to an option",
+    "excluded": "items of the task the run left out (run --exclude / --exclude-contaminated): a clean-subset "
+                "cell, marked with a double dagger in the tables; 0 for a full run",
 }
 
 
@@ -51,7 +53,8 @@ def long_rows(view: "LeaderboardView") -> list[dict[str, Any]]:
                 "shortcut": cell.shortcut, "shortcut_rule": cell.shortcut_rule,
                 "shortcut_normalised": cell.shortcut_normalised,
                 "unparseable_rate": cell.unparseable_rate, "errors": cell.errors,
-                "too_many_images": cell.too_many_images, "judged": cell.judged, "origin": "measured", "of": None,
+                "too_many_images": cell.too_many_images, "judged": cell.judged, "excluded": cell.excluded,
+                "origin": "measured", "of": None,
                 **_beside_paper(cell.model, cell.task, cell.kind, cell.score, matched),
             })
     rows.sort(key=lambda r: (r["model"], r["task"], r["kind"], r["source"] or "", r["run"]))

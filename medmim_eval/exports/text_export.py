@@ -35,6 +35,7 @@ def to_markdown(tables: list[Table], *, ci: bool = False, footer: list[str] | No
                 text = fmt(value)
                 mark = _mark(table, model, i, marks)
                 text = f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "second" else text
+                text += table.marker(model, i)
                 if ci and value is not None and table.interval(model, i):
                     text += " " + fmt_interval(table.interval(model, i))
                 cells.append(text)
@@ -73,6 +74,7 @@ def print_rich(tables: list[Table], console: Any = None, *, ci: bool = False, fo
             for i, value in enumerate(values):
                 mark = _mark(table, model, i, marks)
                 text = Text(fmt(value), style="bold" if mark == "best" else "underline" if mark == "second" else "")
+                text.append(table.marker(model, i))
                 if ci and value is not None and table.interval(model, i):
                     text.append("\n" + fmt_interval(table.interval(model, i)), style="dim")
                 cells.append(text)
