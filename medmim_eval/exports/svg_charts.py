@@ -13,7 +13,8 @@ PLOT_H = 200  # pixels from 0 to 100 on the score axis
 BAR_W = 28
 BAR_GAP = 14
 LEFT = 44  # room for the y tick labels
-TOP = 26  # room for the title
+TOP = 38  # room for the title and a value label above a full bar
+MAX_LABEL = 36
 CHAR_W = 6.2  # average width of a character of the 11px label font, for sizing
 FONT = 'font-family="system-ui,Helvetica,Arial,sans-serif" font-size="11"'
 # Colour-blind-safe categorical palette (Okabe-Ito without black/yellow), then a few more.
@@ -64,11 +65,13 @@ def score_chart(title: str, bars: list[Bar], *, chance: list[float | None] | Non
     Where every bar has the same chance level (within 0.05) the line spans the whole plot; otherwise
     each bar gets its own segment.
     """
-    label_w = max((len(b.label) for b in bars), default=0) * CHAR_W
-    bottom = int(min(label_w, 220) * 0.6) + 24  # labels are rotated by -35 degrees
+    label_w = max((len(_short(b.label)) for b in bars), default=0) * CHAR_W
+    bottom = int(label_w * 0.58) + 24  # labels are rotated by -35 degrees (sin 35 = 0.57)
+    # the first label reaches left of its bar by label_w * cos 35
+    left = max(LEFT, int(label_w * 0.82) - BAR_GAP - BAR_W // 2 + 2)
     plot_w = len(bars) * (BAR_W + BAR_GAP) + BAR_GAP
-    width = LEFT + plot_w + 64  # the chance label sits right of the plot
-    width = max(width, int(len(title) * CHAR_W) + LEFT)
+    width = left + plot_w + 64  # the chance label sits right of the plot
+    width = max(width, int(len(title) * CHAR_W) + left)
     height = TOP + PLOT_H + bottom
     base = TOP + PLOT_H
 
@@ -77,16 +80,16 @@ def score_chart(title: str, bars: list[Bar], *, chance: list[float | None] | Non
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}" {FONT}>',
-           f'<text x="{LEFT}" y="16" font-weight="600">{_e(title)}</text>']
+           f'<text x="{left}" y="16" font-weight="600">{_e(title)}</text>']
     for tick in (0, 25, 50, 75, 100):
         ty = y(tick)
-        out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{ty}" y2="{ty}" stroke="#e6e6e6" '
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{ty}" y2="{ty}" stroke="#e6e6e6" '
                    'shape-rendering="crispEdges"/>')
-        out.append(f'<text x="{LEFT - 6}" y="{ty + 4}" text-anchor="end" fill="#555">{tick}</text>')
-    out.append(f'<text transform="translate(11,{TOP + PLOT_H / 2}) rotate(-90)" text-anchor="middle" '
+        out.append(f'<text x="{left - 6}" y="{ty + 4}" text-anchor="end" fill="#555">{tick}</text>')
+    out.append(f'<text transform="translate({left - 30},{TOP + PLOT_H / 2}) rotate(-90)" text-anchor="middle" '
                f'fill="#555">{_e(axis_label)}</text>')
     for i, bar in enumerate(bars):
-        x = LEFT + BAR_GAP + i * (BAR_W + BAR_GAP)
+        x = left + BAR_GAP + i * (BAR_W + BAR_GAP)
         cx = x + BAR_W / 2
         tip = f"{bar.label}: " + ("no score" if bar.value is None else
                                   f"{bar.value:.1f}{_interval_text(bar.low, bar.high)}") + (
@@ -104,18 +107,23 @@ def score_chart(title: str, bars: list[Bar], *, chance: list[float | None] | Non
                 out.append(f'<path d="M{cx} {lo}V{hi}M{cx - 5} {lo}H{cx + 5}M{cx - 5} {hi}H{cx + 5}" '
                            f'stroke="{WHISKER_COLOUR}" stroke-width="1.5" fill="none"/>')
                 label_y = min(label_y, hi - 4)
-            out.append(f'<text x="{cx}" y="{max(label_y, TOP + 8)}" text-anchor="middle" fill="#222">'
+            out.append(f'<text x="{cx}" y="{max(label_y, TOP - 8)}" text-anchor="middle" fill="#222">'
                        f'{_n(bar.value)}</text>')
         out.append(f'<text transform="translate({cx + 4},{base + 12}) rotate(-35)" text-anchor="end">'
-                   f'{_e(bar.label)}</text></g>')
-    out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{base}" y2="{base}" stroke="#444" '
+                   f'{_e(_short(bar.label))}</text></g>')
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{base}" y2="{base}" stroke="#444" '
                'shape-rendering="crispEdges"/>')
-    out.extend(_chance_lines(chance or [], len(bars), y, plot_w))
+    out.extend(_chance_lines(chance or [], len(bars), y, plot_w, left))
     out.append("</svg>")
     return "".join(out)
 
 
-def _chance_lines(chance: list[float | None], n_bars: int, y, plot_w: int) -> list[str]:  # type: ignore[no-untyped-def]
+def _short(label: str) -> str:
+    """A label cut to :data:`MAX_LABEL` characters (the full one is in the tooltip)."""
+    return label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
+
+
+def _chance_lines(chance: list[float | None], n_bars: int, y, plot_w: int, left: int) -> list[str]:  # type: ignore[no-untyped-def]
     known = [c for c in chance if c is not None]
     if not known:
         return []
@@ -123,14 +131,14 @@ def _chance_lines(chance: list[float | None], n_bars: int, y, plot_w: int) -> li
     if max(known) - min(known) <= 0.05:
         cy = round(y(known[0]))
         return [f'<g class="chance"><title>chance level {known[0]:.1f}</title>'
-                f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{cy}" y2="{cy}" {style}/>'
-                f'<text x="{LEFT + plot_w + 4}" y="{cy + 4}" fill="{CHANCE_COLOUR}">chance</text>'
-                f'<text x="{LEFT + plot_w + 4}" y="{cy + 16}" fill="{CHANCE_COLOUR}">{_n(known[0])}</text></g>']
+                f'<line x1="{left}" x2="{left + plot_w}" y1="{cy}" y2="{cy}" {style}/>'
+                f'<text x="{left + plot_w + 4}" y="{cy + 4}" fill="{CHANCE_COLOUR}">chance</text>'
+                f'<text x="{left + plot_w + 4}" y="{cy + 16}" fill="{CHANCE_COLOUR}">{_n(known[0])}</text></g>']
     parts = ['<g class="chance"><title>chance level per bar (items differ)</title>']
     for i, value in enumerate(chance[:n_bars]):
         if value is None:
             continue
-        x = LEFT + BAR_GAP + i * (BAR_W + BAR_GAP)
+        x = left + BAR_GAP + i * (BAR_W + BAR_GAP)
         cy = round(y(value))
         parts.append(f'<line x1="{x - 4}" x2="{x + BAR_W + 4}" y1="{cy}" y2="{cy}" {style}/>')
     return parts + ["</g>"]
@@ -157,6 +165,7 @@ def _nice_limit(extent: float) -> float:
 
 ROW_H = 22
 DELTA_W = 320  # plot width of the difference axis
+D_TOP = 26  # room for the title
 
 
 def delta_chart(title: str, rows: list[Delta]) -> str:
@@ -165,7 +174,7 @@ def delta_chart(title: str, rows: list[Delta]) -> str:
     limit = _nice_limit(extent)
     left = int(max((len(r.label) for r in rows), default=0) * CHAR_W) + 16
     width = max(left + DELTA_W + 70, int(len(title) * CHAR_W) + 16)
-    height = TOP + len(rows) * ROW_H + 34
+    height = D_TOP + len(rows) * ROW_H + 34
     zero = left + DELTA_W / 2
 
     def x(v: float) -> float:
@@ -174,16 +183,16 @@ def delta_chart(title: str, rows: list[Delta]) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}" {FONT}>',
            f'<text x="8" y="16" font-weight="600">{_e(title)}</text>']
-    bottom = TOP + len(rows) * ROW_H
+    bottom = D_TOP + len(rows) * ROW_H
     for tick in (-limit, -limit / 2, 0.0, limit / 2, limit):
         tx = x(tick)
         colour = "#444" if tick == 0 else "#e6e6e6"
-        out.append(f'<line x1="{tx}" x2="{tx}" y1="{TOP}" y2="{bottom}" stroke="{colour}" shape-rendering="crispEdges"/>')
+        out.append(f'<line x1="{tx}" x2="{tx}" y1="{D_TOP}" y2="{bottom}" stroke="{colour}" shape-rendering="crispEdges"/>')
         out.append(f'<text x="{tx}" y="{bottom + 14}" text-anchor="middle" fill="#555">{tick:+g}</text>')
     out.append(f'<text x="{zero}" y="{bottom + 28}" text-anchor="middle" fill="#555">'
                'control − standard (points), 95% paired interval</text>')
     for i, row in enumerate(rows):
-        cy = TOP + i * ROW_H + ROW_H / 2
+        cy = D_TOP + i * ROW_H + ROW_H / 2
         tip = f"{row.label}: " + ("no pairs" if row.value is None else
                                   f"{row.value:+.1f}{_interval_text(row.low, row.high, signed=True)}") + (
             f" ({row.note})" if row.note else "")
