@@ -35,7 +35,8 @@ CONTROL_VIEW_VERSION = 1
 
 def definition() -> dict[str, Any]:
     """What the manifest records about the controls and their view (``metrics.controls``)."""
-    return {"version": CONTROL_VIEW_VERSION, "controls": dict(CONTROLS), "task_name": "TASK@CONTROL; record keys KEY@CONTROL",
+    return {"version": CONTROL_VIEW_VERSION, "controls": dict(CONTROLS),
+            "task_name": "TASK@CONTROL; record keys KEY@CONTROL",
             "difference": "control - standard score, per model, task and kind, over the items scored in both "
                           "(record KEY@CONTROL paired with KEY)",
             "interval": "95% percentile paired bootstrap resampling the standard items' image sets "

@@ -1,9 +1,9 @@
 """The HTML report: ONE self-contained file (inline CSS, no script, no external URL of any kind).
 
 Sections: the leaderboard tables (best bold, second underlined, intervals with ``--ci``), the
-footer (metric definitions), inline SVG charts per task (:mod:`medmim_eval.exports.html_charts`; the
-controls' paired differences too with ``--controls``), per-task details (n, CI, chance, best shortcut, unparseable rate,
-errors), the benchmark card of the reloaded tasks (:mod:`medmim_eval.exports.html_card`) and the
+footer (metric definitions), inline SVG charts per task (:mod:`medmim_eval.exports.html_charts`;
+the controls' paired differences too with ``--controls``), per-task details of the tasks with data
+(n, CI, chance, best shortcut, unparseable rate, errors), the benchmark card of the reloaded tasks (:mod:`medmim_eval.exports.html_card`) and the
 per-sample drill-down with embedded thumbnails (see :mod:`medmim_eval.exports.html_records`).
 Nothing from the manifest beyond task names is shown: no model specs, URLs or keys.
 """
