@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from medmim_eval.compare_stats import CellComparison, CompareSettings, compare_cell
 from medmim_eval.errors import MedmimError
-from medmim_eval.manifest import read_manifest
+from medmim_eval.manifest import REPORTING_ONLY, read_manifest
 from medmim_eval.records import RESULTS_FILE, RecordStore
 from medmim_eval.schema import Results, SampleRecord
 
@@ -303,8 +303,8 @@ def _relevant(definition: dict[str, Any], has_open: bool, versions: bool = False
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if versions or k not in ("versions", "endpoint")}
         return value
-    # The shortcut rules are reference baselines recomputed from the data; they never change a score.
-    return strip({k: v for k, v in definition.items() if (has_open or k != "open") and k != "shortcuts"})
+    # Shortcut rules, chance and the controls view are reported beside the scores; they never change one.
+    return strip({k: v for k, v in definition.items() if (has_open or k != "open") and k not in REPORTING_ONLY})
 
 
 def _version_note(base: RunRecords, cand: RunRecords, pairs: list[ModelPair]) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medmim_eval.compare_stats import paired_delta_ci
-from medmim_eval.controls import CONTROLS, IMAGE_REMOVING, POSITION_RULE, base_key, base_task
+from medmim_eval.controls import CONTROLS, IMAGE_REMOVING, POSITION_RULE, POSITION_RULE_VERSION, base_key, base_task
 from medmim_eval.manifest import read_manifest
 from medmim_eval.records import RecordStore
 from medmim_eval.schema import SampleRecord
@@ -30,6 +30,19 @@ VERDICT_RULE = (
     "pairs and, for closed questions, the standard accuracy's interval above chance) and none is significantly "
     "below 0; not measurable: otherwise (no @blind/@noimage pairs, or the model is not above chance)"
 )
+CONTROL_VIEW_VERSION = 1
+
+
+def definition() -> dict[str, Any]:
+    """What the manifest records about the controls and their view (``metrics.controls``)."""
+    return {"version": CONTROL_VIEW_VERSION, "controls": dict(CONTROLS),
+            "task_name": "TASK@CONTROL; record keys KEY@CONTROL",
+            "difference": "control - standard score, per model, task and kind, over the items scored in both "
+                          "(record KEY@CONTROL paired with KEY)",
+            "interval": "95% percentile paired bootstrap resampling the standard items' image sets "
+                        "(the method of compare), seeded by the run's seed",
+            "verdict": VERDICT_RULE, "image_removing": list(IMAGE_REMOVING),
+            "position_rule": {"version": POSITION_RULE_VERSION, "rule": POSITION_RULE}}
 
 
 @dataclass(frozen=True)

@@ -55,23 +55,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# Definitions of figures reported beside the scores (baselines, chance, the controls view): they never
+# change a model's score, so they neither block a resume nor make two runs incomparable.
+REPORTING_ONLY = ("shortcuts", "chance", "controls")
+CHANCE_DEFINITION = {
+    "level": "closed: mean over the cell's scored items of 100/k, k = the item's option count",
+    "normalised": "100 x (accuracy - chance) / (100 - chance)",
+}
+
+
 def metric_definitions(open_definition: dict[str, Any], judge_definition: dict[str, Any] | None = None) -> dict[str, Any]:
     """The definitions recorded in the manifest and results; ``extraction_judge`` only for judged runs."""
-    from medmim_eval import shortcuts
+    from medmim_eval import control_view, shortcuts
 
     metrics: dict[str, Any] = {"extraction_rule_version": EXTRACTION_RULE_VERSION, "open": open_definition,
-                               "shortcuts": shortcuts.definition()}
+                               "shortcuts": shortcuts.definition(), "chance": dict(CHANCE_DEFINITION),
+                               "controls": control_view.definition()}
     if judge_definition is not None:
         metrics["extraction_judge"] = judge_definition
     return metrics
 
 
 def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
-    """A definition without package versions, the judge's endpoint or the shortcut rules: a patch
-    upgrade or another judge address does not block a resume, and the text-only baselines
-    (recomputed from the data at every scoring) never change a model's score."""
+    """A definition without package versions, the judge's endpoint or the :data:`REPORTING_ONLY`
+    entries: a patch upgrade or another judge address does not block a resume, and the text-only
+    baselines, chance levels and control views (recomputed at every scoring or view) never change a
+    model's score."""
     open_part = {k: v for k, v in (definition.get("open") or {}).items() if k != "versions"}
-    out = {**{k: v for k, v in definition.items() if k != "shortcuts"}, "open": open_part}
+    out = {**{k: v for k, v in definition.items() if k not in REPORTING_ONLY}, "open": open_part}
     if isinstance(definition.get("extraction_judge"), dict):
         out["extraction_judge"] = {k: v for k, v in definition["extraction_judge"].items() if k != "endpoint"}
     return out

@@ -1,8 +1,9 @@
 """The HTML report: ONE self-contained file (inline CSS, no script, no external URL of any kind).
 
 Sections: the leaderboard tables (best bold, second underlined, intervals with ``--ci``), the
-footer (metric definitions), per-task details (n, CI, chance, best shortcut, unparseable rate,
-errors), the benchmark card of the reloaded tasks (:mod:`medmim_eval.exports.html_card`) and the
+footer (metric definitions), inline SVG charts per task (:mod:`medmim_eval.exports.html_charts`;
+the controls' paired differences too with ``--controls``), per-task details of the tasks with data
+(n, CI, chance, best shortcut, unparseable rate, errors), the benchmark card of the reloaded tasks (:mod:`medmim_eval.exports.html_card`) and the
 per-sample drill-down with embedded thumbnails (see :mod:`medmim_eval.exports.html_records`).
 Nothing from the manifest beyond task names is shown: no model specs, URLs or keys.
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from medmim_eval import __version__
 from medmim_eval.exports.drilldown import load_run_samples, record_groups
+from medmim_eval.exports.html_charts import control_charts, score_charts, tasks_with_data
 from medmim_eval.exports.html_records import group_details
 from medmim_eval.exports.thumbnails import THUMB_PX, ThumbnailSheet
 from medmim_eval.leaderboard import KIND_LETTER, MISSING, Table, fmt, fmt_interval
@@ -50,6 +52,9 @@ background-repeat:no-repeat;background-position:center;-webkit-print-color-adjus
 .tag{{padding:0 .4rem;border-radius:3px}} .tag.ok{{background:#dff3df}} .tag.bad{{background:#f8dede}}
 .tag.err{{background:#fbe8c8}} .tag.open{{background:#e6eefa}}
 tr.ref td{{font-style:italic;color:#555;background:#fafafa}}
+.charts{{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}} figure{{margin:.3rem 0}}
+svg.chart{{display:block;overflow:visible}}
+.swatch{{display:inline-block;width:.8rem;height:.8rem;margin:0 .2rem 0 .6rem;vertical-align:middle}}
 """
 
 
@@ -95,8 +100,8 @@ def _pct(value: float | None) -> str:
 
 
 def _details_html(view: "LeaderboardView") -> str:
-    """One table per task: every model x kind (x source) cell with its counts and statistics."""
-    order = list(dict.fromkeys(c.task for t in view.tables for c in t.columns))
+    """One table per task with data: every model x kind (x source) cell with its counts and statistics."""
+    order = tasks_with_data(view)
     by_task: dict[str, list[ResultCell]] = {}
     for cell in view.cells:
         by_task.setdefault(cell.task, []).append(cell)
@@ -152,7 +157,7 @@ def _controls_html(view: "LeaderboardView") -> str:
         return ""
     from medmim_eval.control_view import to_html as controls_html
 
-    return f'<section id="controls">{controls_html(view.controls)}</section>\n'
+    return f'<section id="controls">{controls_html(view.controls)}{control_charts(view.controls)}</section>\n'
 
 
 def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: "DataPaths | None" = None,
@@ -177,6 +182,7 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
     mode = (" Closed columns show chance-normalised accuracy." if view.chance else
             " Closed columns show the margin over the best text-only shortcut." if view.shortcuts else "")
     tables = "".join(_table_html(t, view.ci) for t in view.tables)
+    charts = score_charts(view) or '<p class="note">No scores to chart.</p>'
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>medmim-eval leaderboard</title>
@@ -185,8 +191,9 @@ def to_html(view: "LeaderboardView", *, host: "PluginHost | None" = None, data: 
 <body>
 <h1>medmim-eval leaderboard</h1>
 <p class="note">Runs: {runs}. Generated {stamp} by medmim-eval {_e(__version__)}.{mode}</p>
-<nav><a href="#tables">Tables</a> · <a href="#details">Per-task details</a> · <a href="#card">Benchmark card</a> · <a href="#records">Sample records</a></nav>
+<nav><a href="#tables">Tables</a> · <a href="#charts">Charts</a> · <a href="#details">Per-task details</a> · <a href="#card">Benchmark card</a> · <a href="#records">Sample records</a></nav>
 <section id="tables"><h2>Leaderboard</h2>{tables}<ul class="notes">{footer}</ul></section>
+<section id="charts"><h2>Scores by task</h2>{charts}</section>
 {_controls_html(view)}<section id="details"><h2>Per-task details</h2>{_details_html(view)}</section>
 <section id="card"><h2>Benchmark card</h2>{card}</section>
 {contamination_section(view)}<section id="records"><h2>Sample records</h2>{records}</section>

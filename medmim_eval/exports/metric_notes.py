@@ -73,8 +73,10 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     if isinstance(shortcuts, dict):
         parts.append(f"shortcut baselines v{shortcuts.get('version', '?')} = best of "
                      f"{', '.join(shortcuts.get('rules') or [])} ({shortcuts.get('ties', '')})")
+    # chance and controls: their definitions are in the manifest; the tables' notes and the controls
+    # view state them where they are shown
     for name, value in metrics.items():
-        if name not in ("extraction_rule_version", "open", "extraction_judge", "shortcuts"):
+        if name not in ("extraction_rule_version", "open", "extraction_judge", "shortcuts", "chance", "controls"):
             parts.append(f"{name} = {_compact(value)}")
     return " | ".join(parts)
 
