@@ -158,6 +158,7 @@ class SampleRecord(BaseModel):
     finished_at: str | None = None
     control: str | None = None  # the image control of the task (medmim_eval.controls), if any
     refers_to_position: bool | None = None  # controls only: the question names an image by its place
+    rotation: int | None = None  # TASK@circular only: how many places the options were rotated (medmim_eval.circular)
 
     @property
     def done(self) -> bool:
@@ -275,6 +276,8 @@ class Results(BaseModel):
     bootstrap: dict[str, Any] = Field(default_factory=dict)
     cells: list[ResultCell] = Field(default_factory=list)
     by_source: list[ResultCell] = Field(default_factory=list)
+    # Per model, its TASK@circular answers: per letter, answers where that letter was wrong, and how many picked it.
+    letter_bias: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
 
 def content_hash(data: bytes | str, length: int = 64) -> str:
