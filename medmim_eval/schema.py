@@ -208,6 +208,14 @@ class Invocation(BaseModel):
     world_size: int = 1
 
 
+class RescoreSource(BaseModel):
+    """The run a rescored run was computed from (``medmim-eval rescore``): no model was called."""
+
+    run_dir: str
+    run_id: str
+    metrics: dict[str, Any] = Field(default_factory=dict)  # the source's definitions, for the record
+
+
 class RunManifest(BaseModel):
     version: int = SCHEMA_VERSION
     run_id: str
@@ -225,6 +233,7 @@ class RunManifest(BaseModel):
     packages: dict[str, str] = Field(default_factory=dict)
     host: dict[str, Any] = Field(default_factory=dict)
     estimated_cost_usd: dict[str, float] = Field(default_factory=dict)
+    rescored_from: RescoreSource | None = None  # set by ``medmim-eval rescore``
 
 
 class ResultCell(BaseModel):
