@@ -205,3 +205,29 @@ def test_compare_across_definitions_refuses_different_outputs(source_run: Path, 
     result = run_cli("compare", str(source_run), str(other), "--across-definitions", env=home)
     assert result.returncode == 2
     assert "not comparable (outputs-differ)" in result.stderr and closed["key"] in result.stderr
+
+
+def test_records_written_before_rule_v3_get_their_options_from_the_task_data(
+        source_run: Path, home: dict[str, str], tmp_path: Path) -> None:
+    run = _copy(source_run, tmp_path / "run")
+    records = _records(run)
+    for record in records:
+        record.pop("options", None)
+        record.pop("extraction", None)
+    _write_records(run, records)
+    out = tmp_path / "out"
+    result = run_cli("rescore", str(run), "-o", str(out), "-q", env=home)
+    assert result.returncode == 0, result.stderr
+    rescored = _records(out)
+    assert [r["options"] for r in rescored] == [r["options"] for r in _records(source_run)]
+    assert [r["extracted"] for r in rescored] == [r["extracted"] for r in _records(source_run)]
+
+
+@pytest.mark.parametrize("items", [(), ("bertscore.model=minilm",), ("components=bleu+rougeL,bleu.tokenize=intl",),
+                                   ("bertscore.layer=9,bertscore.idf=true,rouge.stemmer=true",)])
+def test_a_recorded_open_definition_is_rebuilt_exactly(items: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmim_eval.metrics import OpenMetricsConfig
+
+    monkeypatch.delenv("MEDMIM_OPEN_METRICS", raising=False)
+    config = OpenMetricsConfig.parse(items)
+    assert OpenMetricsConfig.from_definition(config.definition()).definition() == config.definition()
