@@ -251,6 +251,8 @@ class ResultCell(BaseModel):
     ``judge_asked``/``judged``/``judge_failed`` (closed cells of runs with an LLM judge): answers the
     rule left unparseable and sent to the judge, those it mapped to an option (scored with that
     option), and those whose judge request failed (still unparseable; a rerun asks again).
+    ``TASK@circular`` cells (:mod:`medmim_eval.circular`): ``n``/``n_scored`` count answers (one per
+    rotation), ``score`` is the circular accuracy over items and ``metrics`` adds ``rotation_R``.
     """
 
     model: str
