@@ -42,6 +42,9 @@ def cache_key(fingerprint: dict[str, Any], sample: Sample, settings: GenerationS
     control = sample.metadata.get("control")
     if control:  # a control never shares an answer with the standard task, even for an identical prompt
         payload["control"] = control
+    rotation = sample.metadata.get("rotation")
+    if rotation is not None:  # TASK@circular: one rotation's answer is never served for another
+        payload["rotation"] = rotation
     return content_hash(json.dumps(payload, sort_keys=True, default=str))
 
 

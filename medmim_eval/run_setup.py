@@ -210,15 +210,18 @@ def prepare_run(options: RunOptions, host: PluginHost) -> PreparedRun:
 
 
 def _limit(samples: list[Sample], limit: int | None) -> list[Sample]:
-    """The first ``limit`` samples of each kind, in file order."""
+    """The first ``limit`` items of each kind, in file order (every rotation of a ``@circular`` item kept)."""
     if limit is None:
         return samples
-    counts: dict[str, int] = {}
+    items: dict[str, list[str]] = {}
     kept = []
     for sample in samples:
-        if counts.get(sample.kind, 0) < limit:
+        seen = items.setdefault(sample.kind, [])
+        item = sample.metadata.get("item_key", sample.key)
+        if item in seen[-1:] or len(seen) < limit:
             kept.append(sample)
-            counts[sample.kind] = counts.get(sample.kind, 0) + 1
+            if item not in seen[-1:]:
+                seen.append(item)
     return kept
 
 

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from medmim_eval.adapter import AdapterContext, ModelAdapter
 from medmim_eval.cache import ImageHasher, ResponseCache
 from medmim_eval.cell_runner import CellRunner
+from medmim_eval.circular import letter_bias_table
 from medmim_eval.distributed import DistributedError, RankGroup, RankInfo, failure_message
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.exclusion import mark_cells
@@ -295,6 +296,7 @@ class Runner:
             cells=mark_cells(with_flag_counts(aggregate(final, bootstrap, shortcuts), final), manifest.tasks),
             by_source=mark_cells(with_flag_counts(aggregate_by_source(final, bootstrap, shortcuts), final),
                                  manifest.tasks),
+            letter_bias=letter_bias_table(final),
         )
         write_json_atomic(self.run_dir / RESULTS_FILE, self.summary.results)
         manifest.invocations[-1].finished_at = now()

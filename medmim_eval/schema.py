@@ -158,6 +158,7 @@ class SampleRecord(BaseModel):
     finished_at: str | None = None
     control: str | None = None  # the image control of the task (medmim_eval.controls), if any
     refers_to_position: bool | None = None  # controls only: the question names an image by its place
+    rotation: int | None = None  # TASK@circular only: how many places the options were rotated (medmim_eval.circular)
 
     @property
     def done(self) -> bool:
@@ -210,6 +211,14 @@ class Invocation(BaseModel):
     world_size: int = 1
 
 
+class RescoreSource(BaseModel):
+    """The run a rescored run was computed from (``medmim-eval rescore``): no model was called."""
+
+    run_dir: str
+    run_id: str
+    metrics: dict[str, Any] = Field(default_factory=dict)  # the source's definitions, for the record
+
+
 class RunManifest(BaseModel):
     version: int = SCHEMA_VERSION
     run_id: str
@@ -227,6 +236,7 @@ class RunManifest(BaseModel):
     packages: dict[str, str] = Field(default_factory=dict)
     host: dict[str, Any] = Field(default_factory=dict)
     estimated_cost_usd: dict[str, float] = Field(default_factory=dict)
+    rescored_from: RescoreSource | None = None  # set by ``medmim-eval rescore``
 
 
 class ResultCell(BaseModel):
@@ -246,6 +256,8 @@ class ResultCell(BaseModel):
     option), and those whose judge request failed (still unparseable; a rerun asks again).
     ``excluded``: items of the task the run left out (``run --exclude``, ``--exclude-contaminated``);
     views mark such cells as scores of a clean subset.
+    ``TASK@circular`` cells (:mod:`medmim_eval.circular`): ``n``/``n_scored`` count answers (one per
+    rotation), ``score`` is the circular accuracy over items and ``metrics`` adds ``rotation_R``.
     """
 
     model: str
@@ -281,6 +293,8 @@ class Results(BaseModel):
     bootstrap: dict[str, Any] = Field(default_factory=dict)
     cells: list[ResultCell] = Field(default_factory=list)
     by_source: list[ResultCell] = Field(default_factory=list)
+    # Per model, its TASK@circular answers: per letter, answers where that letter was wrong, and how many picked it.
+    letter_bias: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
 
 def content_hash(data: bytes | str, length: int = 64) -> str:

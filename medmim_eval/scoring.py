@@ -103,8 +103,17 @@ def _cell(model: str, task: str, kind: str, source: str | None, items: list[Samp
             metrics = {n: sum(r.scores.get(n, 0.0) for r in scored) / len(scored) for n in names}
             score = metrics.get("open_score")
             values = [r.scores.get("open_score", 0.0) for r in scored]
-    asked = [r.judge for r in scored if r.judge is not None]
     clusters = [r.image_set or r.key for r in scored]
+    if kind == "closed" and any(r.rotation is not None for r in scored):
+        # TASK@circular: the score is per item, right under every rotation (medmim_eval.circular).
+        from medmim_eval.circular import circular_summary
+
+        circular = circular_summary(scored)
+        score, values, clusters, chance = circular.score, circular.values, circular.clusters, circular.chance
+        metrics.update(circular.metrics)
+        normalised = chance_normalised(score, chance) if score is not None and chance is not None else None
+        rules, best = {}, None
+    asked = [r.judge for r in scored if r.judge is not None]
     interval = cluster_bootstrap_ci(values, clusters, bootstrap) if score is not None else None
     return ResultCell(
         model=model, task=task, kind=kind, source=source, n=len(items), n_scored=len(scored), score=score,

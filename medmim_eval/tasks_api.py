@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medmim_eval.controls import SEPARATOR, apply_control, split_control
+
+CIRCULAR = "circular"  # medmim_eval.circular.CIRCULAR, without importing it for every task load
 from medmim_eval.datadir import DataPaths
 from medmim_eval.errors import MedmimError, UnknownNameError
 from medmim_eval.registry import TaskEntry, unknown_name_message
@@ -169,7 +171,12 @@ def load_selection(selection: TaskSelection, host: "PluginHost", context: TaskCo
     everything = loaded.samples
     loaded.samples = [s for s in everything if s.kind in selection.kinds]
     control = selection.control
-    if control is not None:
+    if control == CIRCULAR:
+        from medmim_eval.circular import apply_circular
+
+        loaded.samples, loaded.control = apply_circular(loaded.samples)
+        loaded.name = selection.name
+    elif control is not None:
         loaded.samples, loaded.control = apply_control(loaded.samples, control, seed=context.seed,
                                                        cache_dir=context.cache_dir, colour_from=everything)
         loaded.name = selection.name

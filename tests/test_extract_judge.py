@@ -311,3 +311,36 @@ def test_credentialed_replies_are_not_sent_to_a_remote_judge(servers: Servers, t
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "refusing to send replies and options of EMBED" in result.stderr and "192.0.2.1" in result.stderr
     assert len(servers.model.chat_requests()) == before
+
+
+# --- rescore with the judge (medmim-eval rescore --extractor llm=...) --------------------------------
+
+def _records_by_item(out: Path) -> dict[str, dict]:
+    return {r["item_id"]: r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+
+
+def test_rescoring_an_unjudged_run_with_the_judge_matches_the_judged_run(fresh: Snapshot, servers: Servers,
+                                                                         tmp_path: Path) -> None:
+    plain = servers.root / "plain-to-rescore"
+    assert servers.run(plain).returncode == 0
+    out = tmp_path / "rescored"
+    result = run_cli("rescore", str(plain), "--extractor", servers.extractor(), "-o", str(out), "-q", env=servers.env)
+    assert result.returncode == 0, result.stderr
+    verdicts = {name: (r["extracted"], (r["judge"] or {}).get("outcome")) for name, r in _records_by_item(out).items()}
+    assert verdicts == {name: (r["extracted"], (r["judge"] or {}).get("outcome")) for name, r in fresh.records.items()}
+    assert json.loads((out / "manifest.json").read_text())["metrics"]["extraction_judge"]["model"] == "judge-model"
+    assert run_cli("compare", str(fresh.out), str(out)).returncode == 0  # the same definitions: comparable
+
+
+def test_rescoring_a_judged_run_with_its_judge_keeps_the_verdicts_without_asking(fresh: Snapshot, servers: Servers,
+                                                                                 tmp_path: Path) -> None:
+    before = len(servers.judge_requests())
+    out = tmp_path / "rescored"
+    result = run_cli("rescore", str(fresh.out), "--extractor", servers.extractor(), "--no-cache", "-o", str(out), "-q",
+                     env=servers.env)
+    assert result.returncode == 0, result.stderr
+    assert len(servers.judge_requests()) == before
+    assert _records_by_item(out) == fresh.records
+    rule_only = run_cli("rescore", str(fresh.out), "-o", str(tmp_path / "rule-only"), "-q", env=servers.env)
+    assert rule_only.returncode == 0 and "uses the rule alone" in rule_only.stderr
+    assert all(r["judge"] is None for r in _records_by_item(tmp_path / "rule-only").values())

@@ -19,7 +19,7 @@ from medmim_eval.compare_stats import DEFAULT_ALPHA, DEFAULT_MAX_DROP
 from medmim_eval.stats import DEFAULT_RESAMPLES
 
 if TYPE_CHECKING:
-    from medmim_eval.compare import Comparison, Flip
+    from medmim_eval.compare import Change, Comparison, Flip
     from medmim_eval.compare_stats import CellComparison
 
 DASH = "—"
@@ -43,6 +43,7 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
         "cells": [asdict(c) | {"regression": c.regression} for c in comparison.cells],
         "flips": [asdict(f) for f in comparison.flips],
         "notes": comparison.notes,
+        **({"changes": [asdict(c) for c in comparison.changes]} if comparison.across_definitions else {}),
     }
 
 
@@ -101,6 +102,30 @@ def _pair_label(flip: Flip) -> str:
     return flip.baseline_model if flip.baseline_model == flip.candidate_model else f"{flip.baseline_model} → {flip.candidate_model}"
 
 
+CHANGES_TITLE = "Outcome changed between the two definitions"
+
+
+def change_line(change: Change) -> str:
+    """One changed sample: its place, both answers (or open scores) and what decided each."""
+    model = change.baseline_model if change.baseline_model == change.candidate_model else \
+        f"{change.baseline_model} → {change.candidate_model}"
+    gold = f" gold {change.gold}:" if change.gold else ":"
+    rules = f" ({change.baseline_rule or DASH} → {change.candidate_rule or DASH})" if change.kind == "closed" else ""
+    return (f"{model}  {change.task} {change.kind}  {change.key}  item {change.item_id}{gold} "
+            f"{change.baseline_answer or DASH} → {change.candidate_answer or DASH}{rules}")
+
+
+def _changes_markdown(comparison: Comparison, max_flips: int) -> list[str]:
+    if not comparison.across_definitions:
+        return []
+    changes = comparison.changes
+    out = [f"<details><summary>{CHANGES_TITLE}: {len(changes)}</summary>", ""]
+    out += [f"- {change_line(c)}" for c in changes[:max_flips]]
+    if len(changes) > max_flips:
+        out.append(f"- … and {len(changes) - max_flips} more (the --json output lists all).")
+    return out + ["", "</details>", ""]
+
+
 def to_markdown(comparison: Comparison, max_flips: int = 50) -> str:
     """A Markdown report for a CI comment or ``$GITHUB_STEP_SUMMARY``."""
     out = ["## medmim-eval compare", "",
@@ -132,6 +157,7 @@ def to_markdown(comparison: Comparison, max_flips: int = 50) -> str:
         if len(flips) > max_flips:
             out.append(f"\n… and {len(flips) - max_flips} more (the --json output lists all).")
         out += ["", "</details>", ""]
+    out += _changes_markdown(comparison, max_flips)
     out += [f"_{note}_" for note in comparison.notes]
     return "\n".join(out).rstrip() + "\n"
 
@@ -162,6 +188,12 @@ def print_rich(comparison: Comparison, console: Any | None = None, max_flips: in
                           f"{f.baseline_answer or DASH} → {f.candidate_answer or DASH}", highlight=False)
         if len(flips) > max_flips:
             console.print(f"  … and {len(flips) - max_flips} more (--json lists all)", highlight=False)
+    if comparison.across_definitions:
+        console.print(f"{CHANGES_TITLE} ({len(comparison.changes)}):", highlight=False)
+        for change in comparison.changes[:max_flips]:
+            console.print(f"  {change_line(change)}", highlight=False)
+        if len(comparison.changes) > max_flips:
+            console.print(f"  … and {len(comparison.changes) - max_flips} more (--json lists all)", highlight=False)
     for note in comparison.notes:
         console.print(f"note: {note}", style="dim", highlight=False)
     colour = {"pass": "green", "regression": "bold red"}.get(comparison.status, "yellow")
@@ -187,10 +219,13 @@ def print_rich(comparison: Comparison, console: Any | None = None, max_flips: in
 @click.option("--write-markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write the Markdown to a file.")
 @click.option("--max-flips", type=click.IntRange(min=0), default=50, show_default=True,
               help="Flips listed per direction in the table and Markdown (JSON lists all).")
+@click.option("--across-definitions", is_flag=True,
+              help="The two runs hold the same outputs scored under two definitions (a run and its `medmim-eval "
+              "rescore`): compare them despite the different definitions and list every sample whose outcome changed.")
 @click.pass_context
 def compare(ctx: click.Context, baseline_dir: Path, candidate_dir: Path, models: tuple[str, ...], max_drop: float,
             alpha: float, seed: int, resamples: int, force: bool, as_json: bool, as_markdown: bool,
-            write_json: Path | None, write_markdown: Path | None, max_flips: int) -> None:
+            write_json: Path | None, write_markdown: Path | None, max_flips: int, across_definitions: bool) -> None:
     """Compare CANDIDATE_DIR with BASELINE_DIR sample by sample; the CI gate for new checkpoints.
 
     \b
@@ -207,7 +242,8 @@ def compare(ctx: click.Context, baseline_dir: Path, candidate_dir: Path, models:
     if as_json and as_markdown:
         raise MedmimError("choose one of --json and --markdown for stdout (--write-json/--write-markdown add files)")
     settings = CompareSettings(max_drop=max_drop, alpha=alpha, seed=seed, n_resamples=resamples, force=force)
-    comparison = compare_runs(baseline_dir, candidate_dir, settings, list(models) or None)
+    comparison = compare_runs(baseline_dir, candidate_dir, settings, list(models) or None,
+                              across_definitions=across_definitions)
     for problem in comparison.problems:
         prefix = "warning: forced past: " if comparison.forced else ""
         click.echo(prefix + problem.line, err=True)

@@ -14,7 +14,7 @@ from medmim_eval.errors import MedmimError
 if TYPE_CHECKING:
     from medmim_eval.distributed import RankGroup
     from medmim_eval.plugins import PluginHost
-    from medmim_eval.run_setup import RunOptions
+    from medmim_eval.run_setup import PreparedRun, RunOptions
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -153,6 +153,7 @@ def _run(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: b
     if main_rank:
         for name, reason in prepared.unavailable:
             click.echo(f"skipping model '{name}': {reason}", err=True)
+        _say_circular_cost(prepared)
     assert prepared is not None
     summary = run_prepared(prepared, host, _display(quiet or not main_rank), group)
     if not main_rank:
@@ -188,6 +189,15 @@ def _run(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: b
     if summary.model_failures or summary.errors:
         failed = f"{len(summary.model_failures)} model(s) failed to load; " if summary.model_failures else ""
         raise MedmimError(f"{failed}{summary.errors} sample(s) ended in errors; rerun the same command to retry them")
+
+
+def _say_circular_cost(prepared: "PreparedRun") -> None:
+    """Before any model is called: what each ``TASK@circular`` costs (one request per rotation)."""
+    from medmim_eval.circular import CIRCULAR, cost_line
+
+    for task in prepared.tasks:
+        if task.selection.control == CIRCULAR:
+            click.echo(cost_line(task.selection.label, task.samples, len(prepared.models)), err=True)
 
 
 def _display(quiet: bool):  # type: ignore[no-untyped-def]
