@@ -1,4 +1,4 @@
-from medmim_eval.cli import main
+from medmim_eval.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

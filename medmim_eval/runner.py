@@ -96,6 +96,7 @@ class Runner:
             return await self._run()
         finally:
             self.display.close()
+            self.scorer.close()
             if self.prepared.judge is not None:
                 await self.prepared.judge.aclose()
 
@@ -159,8 +160,9 @@ class Runner:
         return existing
 
     def _ready_scorer(self, existing: dict[tuple[str, str], SampleRecord]) -> None:
-        """Load the open metrics now if any open answer is left to score, so that a broken metric
-        setup fails before any model is called; a finished run never imports them."""
+        """If any open answer is left to score, check that the open metrics can load (packages,
+        weights; no import of them), so that a broken setup fails before any model is called. They
+        load once a model is ready (:meth:`_run_model`); a finished run never imports them."""
         for spec, _ in self.prepared.models:
             for task in self.prepared.tasks:
                 for sample in task.samples:
@@ -168,8 +170,15 @@ class Runner:
                         continue
                     record = existing.get((spec.model_id, sample.key))
                     if record is None or not record.done or record.scores_pending:
-                        self.scorer.ensure_ready()
+                        self.scorer.check_ready()
                         return
+
+    def _start_scorer(self, work: list[tuple[PreparedTask, dict[str, SampleRecord], list[Sample]]]) -> None:
+        """Once a model is ready and has open samples to answer: BERTScore starts loading beside
+        the requests (in a child process where this one holds no torch: a served run)."""
+        references = [s.answer for _, _, share in work for s in share if s.kind == "open"]
+        if references and self.group.is_main:
+            self.scorer.start_loading(references)
 
     def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
         """Records so far and the manifest with this invocation (written by rank 0 only)."""
@@ -337,6 +346,7 @@ class Runner:
             add_model(manifest, ModelInfo(id=model_id, spec=str(spec), adapter=entry.name,
                                           plugin=self.host.adapters.owners.get(entry.name, ""), fingerprint=fingerprint))
             self._write_manifest(manifest)
+            self._start_scorer(work)
             for task, previous, share in work:
                 prepare = getattr(adapter, "prepare", None)
                 if callable(prepare):

@@ -1,0 +1,131 @@
+"""BERTScore in a child process, so that a served run's own process never imports torch.
+
+:class:`WorkerRecall` starts ``python -m medmim_eval.bertscore_worker`` and returns at once: the
+child imports torch and bert-score, loads the model and embeds the references it was given while
+the parent sends its requests; :meth:`WorkerRecall.recall` waits for it only when the answers are
+there. The child computes exactly what :class:`medmim_eval.bertscore_recall.BatchedRecall` computes
+in-process. Protocol, one JSON object per line: the parent's first line is ``{"model", "layer",
+"batch_size", "references"}``, answered by ``{"ready": true}`` or ``{"error": TEXT}``; each
+``{"candidates": [...], "references": [...]}`` is answered by ``{"recall": [0-1 floats]}`` or
+``{"error": TEXT}``. The child ends when its stdin closes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import Any, Sequence
+
+from medmim_eval.errors import MedmimError
+
+
+class WorkerRecall:
+    """A BERTScore model loading in a child process; ``recall`` is BatchedRecall's."""
+
+    def __init__(self, model: str, layer: int | None, batch_size: int, references: Sequence[str] = ()) -> None:
+        env = {**os.environ, "TRANSFORMERS_VERBOSITY": os.environ.get("TRANSFORMERS_VERBOSITY", "error")}
+        self._proc = subprocess.Popen([sys.executable, "-m", "medmim_eval.bertscore_worker"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8")
+        first = {"model": model, "layer": layer, "batch_size": batch_size, "references": list(dict.fromkeys(references))}
+        # A long first line would block on a full pipe while the child imports torch: write it from a thread.
+        self._writer = threading.Thread(target=self._write, args=(first,), daemon=True)
+        self._writer.start()
+        self._ready = False
+
+    def _write(self, message: dict[str, Any]) -> None:
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the child died; its exit is reported by _read
+
+    def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            code = self._proc.wait()
+            raise MedmimError(f"the BERTScore worker process exited (code {code}) before answering; its error is above")
+        message = json.loads(line)
+        if "error" in message:
+            raise MedmimError(message["error"])
+        return message
+
+    def recall(self, candidates: Sequence[str], references: Sequence[str]) -> list[float]:
+        """BERTScore recall (0-1) of each candidate against its reference, computed by the child."""
+        self._writer.join()
+        if not self._ready:
+            self._read()
+            self._ready = True
+        self._write({"candidates": list(candidates), "references": list(references)})
+        return [float(v) for v in self._read()["recall"]]
+
+    def close(self) -> None:
+        """End the child (closing its stdin); kill it if it does not end within 5 s."""
+        if self._proc.poll() is None:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+                self._proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def _light_bert_score() -> None:
+    """Make ``bert_score.utils`` importable without bert-score's package ``__init__``, which imports
+    matplotlib and pandas for its plotting (a second or more): this process uses the utils only."""
+    import importlib.util
+    import types
+    from importlib import metadata
+
+    spec = importlib.util.find_spec("bert_score")
+    if spec is None or spec.submodule_search_locations is None or "bert_score" in sys.modules:
+        return
+    package = types.ModuleType("bert_score")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__version__ = metadata.version("bert-score")  # type: ignore[attr-defined]
+    sys.modules["bert_score"] = package
+
+
+def _serve() -> None:
+    _light_bert_score()
+    from transformers.utils import logging as transformers_logging
+
+    from medmim_eval.bertscore_recall import BatchedRecall
+
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar on the run's terminal
+
+    def send(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    def error(exc: BaseException) -> str:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{type(exc).__name__}: {first[:300]}"
+
+    line = sys.stdin.readline()
+    if not line:
+        return
+    config = json.loads(line)
+    try:
+        scorer = BatchedRecall(config["model"], config["layer"], batch_size=config["batch_size"])
+        scorer.embed(config["references"])  # while the parent still waits for answers
+    except Exception as exc:
+        send({"error": f"the BERTScore model '{config['model']}' cannot be loaded ({error(exc)})"})
+        return
+    send({"ready": True})
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            send({"recall": scorer.recall(request["candidates"], request["references"])})
+        except Exception as exc:
+            send({"error": f"BERTScore failed ({error(exc)})"})
+
+
+if __name__ == "__main__":
+    _serve()
