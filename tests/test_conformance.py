@@ -161,3 +161,46 @@ def test_the_kit_catches_a_swallowed_cancellation_and_a_stray_file(tmp_path: Pat
 def test_a_fingerprint_blind_to_the_weights_is_caught(tmp_path: Path) -> None:
     with pytest.raises(ConformanceError, match="FAIL fingerprint_weights: other_weights"):
         check_adapter(make_sloppy, tmp_path, other_weights=("other", {}), skip={"fingerprint_settings": "x"})
+
+
+# --- the in-process HF adapters on their tiny checkpoints (tests/tiny_models*.py) -----------------------
+
+def _hf_case(family: str) -> tuple[str, str, dict[str, str], tuple[str, dict[str, str]], tuple[str, dict[str, str]]]:
+    """(factory, checkpoint, options, other weights, other settings) for one HF family."""
+    if family == "hf-llava":
+        from tiny_models import tiny_llava, tiny_llava_clip_mistral
+
+        ckpt = str(tiny_llava())
+        return ("medmim_eval.adapters.hf_llava:make_hf_llava", ckpt, {"format": "mantis_llama3", "batch": "4"},
+                (str(tiny_llava_clip_mistral()), {"batch": "4"}), (ckpt, {"format": "llava_med_mistral", "batch": "4"}))
+    if family == "hf-idefics2":
+        from tiny_models import tiny_idefics2
+
+        ckpt = str(tiny_idefics2())
+        return ("medmim_eval.adapters.hf_idefics2:make_hf_idefics2", ckpt, {"batch": "4"},
+                (str(tiny_idefics2(seed=1)), {"batch": "4"}), (ckpt, {"batch": "4", "image_splitting": "1"}))
+    if family == "hf-internvl":
+        from tiny_models_internvl import tiny_internvl
+
+        ckpt = str(tiny_internvl())
+        return ("medmim_eval.adapters.hf_internvl:make_hf_internvl", ckpt, {"batch": "4"},
+                (str(tiny_internvl(seed=1)), {"batch": "4"}), (ckpt, {"batch": "4", "max_images": "2"}))
+    from tiny_models_deepseek import tiny_deepseek_vl, tiny_deepseek_vl_hybrid
+
+    ckpt = str(tiny_deepseek_vl())
+    return ("medmim_eval.adapters.hf_deepseek_vl:make_hf_deepseek_vl", ckpt, {"batch": "4"},
+            (str(tiny_deepseek_vl_hybrid()), {"batch": "4"}), (ckpt, {"batch": "4", "max_images": "2"}))
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param("hf-llava", marks=pytest.mark.slow),
+    "hf-idefics2",
+    pytest.param("hf-internvl", marks=pytest.mark.slow),
+    pytest.param("hf-deepseek-vl", marks=pytest.mark.slow),
+])
+def test_in_process_hf_adapters_conform(family: str, medmim_conformance: Any) -> None:
+    pytest.importorskip("transformers")
+    factory, ckpt, options, other_weights, other_settings = _hf_case(family)
+    report = medmim_conformance(factory, target=ckpt, options=options, other_weights=other_weights,
+                                other_settings=other_settings)
+    assert not report.failed and {"batch", "image_order", "too_many_images", "writes"} <= set(report.passed)
