@@ -23,6 +23,7 @@ BUILTIN_COMMANDS = {
     "demo": "medmim_eval.cli.demo_cmd:demo",
     "explain": "medmim_eval.cli.explain_cmd:explain",
     "audit": "medmim_eval.cli.audit_cmd:audit",
+    "new": "medmim_eval.cli.new_cmd:new",
 }
 
 
