@@ -204,3 +204,25 @@ def test_in_process_hf_adapters_conform(family: str, medmim_conformance: Any) ->
     report = medmim_conformance(factory, target=ckpt, options=options, other_weights=other_weights,
                                 other_settings=other_settings)
     assert not report.failed and {"batch", "image_order", "too_many_images", "writes"} <= set(report.passed)
+
+
+class Incomplete:
+    model_id = "incomplete"
+    capabilities = Capabilities()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {}
+
+    async def generate(self, requests: Sequence[Any]) -> list[Any]:
+        return []
+
+
+def test_a_missing_member_or_a_failing_factory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConformanceError, match="FAIL protocol: Incomplete lacks aclose"):
+        check_adapter(lambda t, o, c: Incomplete(), tmp_path / "a")
+
+    def broken(target: Any, options: Any, context: Any) -> Any:
+        raise RuntimeError("no weights at /nowhere")
+
+    with pytest.raises(ConformanceError, match="FAIL protocol: the factory raised RuntimeError: no weights at /nowhere"):
+        check_adapter(broken, tmp_path / "b")

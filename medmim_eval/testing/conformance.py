@@ -157,7 +157,8 @@ def check_adapter(case: AdapterCase | str | Callable[..., Any], workdir: Path, *
     with _sandbox(box) as allowed:
         before = {root: _snapshot(root) for root in (box, *watched)}
         asyncio.run(_direct_checks(case, kit, report))
-        _check("harness_run", case, report, lambda: _harness_run(case, kit, box / "run", box / "harness-cache"))
+        if "protocol" not in report.failed:
+            _check("harness_run", case, report, lambda: _harness_run(case, kit, box / "run", box / "harness-cache"))
         after = {root: _snapshot(root) for root in (box, *watched)}
     _check("writes", case, report, lambda: _no_stray_writes(before, after, allowed, kit.written))
     if report.failed:
@@ -228,7 +229,11 @@ def _show(result: Any) -> str:
 
 
 async def _direct_checks(case: AdapterCase, kit: SampleKit, report: ConformanceReport) -> None:
-    adapter = case.build()
+    try:
+        adapter = case.build()
+    except Exception as exc:
+        report.failed["protocol"] = f"the factory raised {type(exc).__name__}: {exc}"
+        return
     closed = False
     try:
         await _acheck("protocol", case, report, lambda: _protocol(adapter))
