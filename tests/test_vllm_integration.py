@@ -162,6 +162,14 @@ def served(engine: Engine, tiny: Path, tmp_path_factory: pytest.TempPathFactory)
 class TestAttachedServer:
     """One server from ``medmim-eval serve``, attached to with base_url=."""
 
+    def test_the_vllm_adapter_passes_the_conformance_kit(self, served: Served, medmim_conformance: Any) -> None:
+        options = {"base_url": served.url}
+        report = medmim_conformance("medmim_eval.adapters.vllm_adapter:make_vllm", target="tiny", options=options,
+                                    other_settings=("tiny", {**options, "max_side": "32"}),
+                                    skip={"fingerprint_weights": "one served model here; the fingerprint's checkpoint "
+                                                                "is what the server reports"})
+        assert not report.failed and {"batch", "image_order", "errors", "cancellation"} <= set(report.passed)
+
     def test_synthetic_suite_with_two_and_three_images(self, served: Served, tmp_path: Path, tiny: Path) -> None:
         out = tmp_path / "run"
         result = run_cli("run", "--models", f"vllm:tiny,base_url={served.url}", "--tasks", "synth", "--limit", "3",

@@ -24,6 +24,7 @@ BUILTIN_COMMANDS = {
     "explain": "medmim_eval.cli.explain_cmd:explain",
     "audit": "medmim_eval.cli.audit_cmd:audit",
     "rescore": "medmim_eval.cli.rescore_cmd:rescore",
+    "new": "medmim_eval.cli.new_cmd:new",
 }
 
 
