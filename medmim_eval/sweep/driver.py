@@ -181,7 +181,7 @@ class Sweep:
         by_key = {c.key: c for c in cells}
         open_keys = set(handles)
         while open_keys:
-            changed = False
+            changed = finished = False
             for key in sorted(open_keys):
                 cell, handle = by_key[key], handles[key]
                 if handle.done():
@@ -194,13 +194,13 @@ class Sweep:
                         cell.state, cell.error = FAILED, outcome.error or f"exit status {outcome.returncode}"
                         self._report_failure(cell)
                     open_keys.discard(key)
-                    changed = True
+                    changed = finished = True
                 elif cell.state == PENDING and self._started(cell):
                     cell.state = RUNNING
                     self.view.cell_event(f"started: {cell.key} ({cell.resources.describe()}{self._where(cell)})")
                     changed = True
             samples = sum(c.total if c.state in (DONE, SKIPPED) else c.samples_written() for c in cells)
-            self.view.update(self._counts(cells), samples, force=changed)
+            self.view.update(self._counts(cells), samples, force=finished)
             if changed:
                 self._write_manifest_running(cells)
             if open_keys:
