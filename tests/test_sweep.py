@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ from medmim_eval.errors import MedmimError
 from medmim_eval.leaderboard import cells_from_runs
 from medmim_eval.plugins import create_plugin_host
 from medmim_eval.records import RecordStore
-from medmim_eval.sweep.executors import ExecutorSpec, sbatch_script
+from medmim_eval.sweep.executors import ExecutorSpec, make_executor, sbatch_script
 from medmim_eval.sweep.resources import Resources, cell_resources
 
 FAST = ["--limit", "2", "--open-metrics", "components=bleu+rougeL", "--no-cache"]
@@ -73,6 +74,9 @@ def test_the_sbatch_script_asks_for_the_cells_resources(tmp_path: Path) -> None:
     assert "--gpus-per-node" not in cpu_only and "#SBATCH --partition=cpu" in cpu_only
     with pytest.raises(MedmimError, match="unknown option"):
         sbatch_script(ExecutorSpec.parse("slurm,partitoin=gpu"), Resources(), tmp_path)
+    if shutil.which("sbatch") is None:  # no Slurm here: one line saying where to run from instead
+        with pytest.raises(MedmimError, match="no sbatch on this machine"):
+            make_executor(ExecutorSpec.parse("slurm,partition=gpu"), tmp_path)
 
 
 # ------------------------------------------------------------------------------- local executor
