@@ -140,18 +140,21 @@ class Sweep:
                 handles = {h.job.key: h for h in executor.submit_all(jobs)}
                 self._follow(cells, handles)
             summary.status = "finished" if not summary.failed else "finished with failures"
-        except BaseException:
+        except BaseException as exc:
             for handle in handles.values():
                 if not handle.done():
                     handle.cancel()
-            summary.status = "interrupted"
+            summary.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc}"
             raise
         finally:
             self.view.close()
             if executor is not None:
                 executor.close()
             self._write_manifest(summary, summary.status)
-            self._merge(summary)
+            try:
+                self._merge(summary)
+            except MedmimError as exc:  # a cell's run directory that cannot be read: the others' cells stay
+                self.view.cell_event(f"warning: no merged leaderboard: {exc}", failure=True)
         return summary
 
     def _counts(self, cells: list[Cell]) -> SweepCounts:
