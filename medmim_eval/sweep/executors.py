@@ -251,12 +251,7 @@ class RayExecutor(Executor):
     def start(self, needs: dict[str, Resources]) -> tuple[dict[str, Resources], dict[str, str], list[str]]:
         ray = self.ray
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"address": self.spec.address, "log_to_driver": False}
-            cpus = self.spec.int_option("cpus", None)
-            if cpus is not None and self.spec.address is None:
-                kwargs["num_cpus"] = cpus
-            ray.init(**kwargs)
-            self._owned = True
+            self._connect()
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         per_node_cpus = int(max((n.get("CPU", 0) for n in nodes), default=1)) or 1
         per_node_gpus = int(max((n.get("GPU", 0) for n in nodes), default=0))
@@ -264,6 +259,29 @@ class RayExecutor(Executor):
         needs = {k: Resources(r.gpus, min(r.cpus, per_node_cpus)) for k, r in needs.items()}
         self._remote = ray.remote(run_cell)
         return _fit_gpus(needs, total_gpus, per_node_gpus, "the Ray cluster")
+
+    def _connect(self) -> None:
+        """Join the cluster at the address (or ``$RAY_ADDRESS``), else start an instance here without
+        the dashboard; Ray gives a new node 30 s to come up, so a busy machine gets a second try."""
+        ray = self.ray
+        kwargs: dict[str, Any] = {"address": self.spec.address, "log_to_driver": False}
+        cpus = self.spec.int_option("cpus", None)
+        if self.spec.address is None and not os.environ.get("RAY_ADDRESS"):
+            kwargs["include_dashboard"] = False
+            if cpus is not None:
+                kwargs["num_cpus"] = cpus
+        where = f"the Ray cluster at {self.spec.address}" if self.spec.address else "Ray"
+        for attempt in (1, 2):
+            try:
+                ray.init(**kwargs)
+                self._owned = True
+                return
+            except Exception as exc:  # noqa: BLE001 - Ray raises plain Exception for a node that timed out
+                if ray.is_initialized():
+                    ray.shutdown()
+                if attempt == 2 or self.spec.address:
+                    raise MedmimError(f"could not start or join {where}: {_first_line(exc)}; check `ray status` "
+                                      "on the head node, or run with --executor local") from None
 
     def submit(self, job: CellJob, resources: Resources) -> Handle:
         ref = self._remote.options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=self.retries,
