@@ -143,7 +143,15 @@ def test_the_slurm_path_runs_through_submitits_local_executor(tmp_path: Path) ->
 def ray_cluster():  # type: ignore[no-untyped-def]
     """One local Ray instance (2 CPUs) for the session; the sweeps join it by its address."""
     ray = pytest.importorskip("ray")
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # Ray gives a new node 30 s to register: a busy machine may need another try
+        try:
+            context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            if ray.is_initialized():
+                ray.shutdown()
+            if attempt == 2:
+                raise
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
