@@ -19,7 +19,7 @@ from medmim_eval.errors import MedmimError
 from medmim_eval.leaderboard import cells_from_runs
 from medmim_eval.plugins import create_plugin_host
 from medmim_eval.records import RecordStore
-from medmim_eval.sweep.executors import ExecutorSpec, make_executor, sbatch_script
+from medmim_eval.sweep.executors import ExecutorSpec, _check_reachable, make_executor, sbatch_script
 from medmim_eval.sweep.resources import Resources, cell_resources
 
 FAST = ["--limit", "2", "--open-metrics", "components=bleu+rougeL", "--no-cache"]
@@ -45,6 +45,8 @@ def test_executor_specs_parse_and_bad_ones_name_the_fix() -> None:
                        ("local:host:1", "only ray takes an address")):
         with pytest.raises(MedmimError, match=words):
             ExecutorSpec.parse(bad)
+    with pytest.raises(MedmimError, match="does not answer"):  # in seconds: Ray alone retries for minutes
+        _check_reachable("127.0.0.1:1", "the Ray cluster at 127.0.0.1:1")
 
 
 def test_resources_come_from_the_registry_entry_and_its_tp_dp_options() -> None:

@@ -231,6 +231,22 @@ class _RayHandle:
             pass
 
 
+def _check_reachable(address: str | None, where: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, not minutes, when ``HOST:PORT`` does not answer (Ray itself keeps retrying a long time)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise MedmimError(f"--executor ray:{address}: expected ray:HOST:PORT (the head's GCS address) or ray:auto")
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise MedmimError(f"{where} does not answer ({exc}); start it with `ray start --head` or check the address, "
+                          "or run with --executor local") from None
+
+
 class RayExecutor(Executor):
     """One Ray task per cell with the cell's ``num_gpus`` and ``num_cpus``; Ray places and queues them.
 
@@ -271,6 +287,7 @@ class RayExecutor(Executor):
             if cpus is not None:
                 kwargs["num_cpus"] = cpus
         where = f"the Ray cluster at {self.spec.address}" if self.spec.address else "Ray"
+        _check_reachable(self.spec.address, where)
         for attempt in (1, 2):
             try:
                 ray.init(**kwargs)
