@@ -142,6 +142,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-deepseek-vl:/models/deepseek-vl-7b-chat,batch=8",
             check=check_deepseek_vl,
+            gpus="medmim_eval.adapters.placement_options:placement_gpus",
         )
     )
     register(
@@ -153,5 +154,6 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="med-flamingo:/models/med-flamingo-9b  (llama-7b/ and model.pt inside)",
             check=check_med_flamingo,
+            gpus="medmim_eval.adapters.placement_options:placement_gpus",
         )
     )

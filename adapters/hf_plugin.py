@@ -136,6 +136,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-llava:/models/mantis-8b-siglip-llama3,format=mantis_llama3,batch=8",
             check=check_hf_llava,
+            gpus="medmim_eval.adapters.placement_options:placement_gpus",
         )
     )
     register(
@@ -147,5 +148,6 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-idefics2:/models/Mantis-8B-Idefics2,batch=8",
             check=check_hf_idefics2,
+            gpus="medmim_eval.adapters.placement_options:placement_gpus",
         )
     )

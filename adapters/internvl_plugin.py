@@ -135,5 +135,6 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-internvl:/models/InternVL2-8B,mode=remote,max_tiles=12",
             check=check_hf_internvl,
+            gpus="medmim_eval.adapters.placement_options:placement_gpus",
         )
     )

@@ -237,3 +237,10 @@ def unservable_reason(target: str | None) -> str | None:
         if arch in UNSERVABLE_ARCHITECTURES:
             return f"{target}: {UNSERVABLE_ARCHITECTURES[arch]}"
     return None
+
+
+def engine_gpus(target: str | None, options: dict[str, str]) -> int:
+    """GPUs a vLLM engine launched here takes: ``tp`` x ``dp``; none when attached to a server by ``base_url``."""
+    if options.get("base_url"):
+        return 0
+    return (_int(options, "tp", 1) or 1) * (_int(options, "dp", 1) or 1)

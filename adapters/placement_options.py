@@ -24,3 +24,10 @@ def placement_problem(adapter: str, options: dict[str, str]) -> str | None:
     if device and device_map:
         return f"{adapter}: give device= or device_map=, not both"
     return None
+
+
+def placement_gpus(target: str | None, options: dict[str, str]) -> int:
+    """GPUs an in-process model takes: none with ``device=cpu`` or ``mps``, else one (``device_map=auto``
+    spreads over every GPU it sees; give a sweep ``--gpus MODEL=N`` for more)."""
+    device = (options.get("device") or "").lower()
+    return 0 if device in ("cpu", "mps") else 1

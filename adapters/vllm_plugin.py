@@ -25,6 +25,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
                     "vllm:NAME,base_url=http://127.0.0.1:8000/v1",
             check="medmim_eval.adapters.vllm_adapter:check_vllm",
             remote="medmim_eval.adapters.vllm_adapter:remote_vllm",
+            gpus="medmim_eval.adapters.model_registry:engine_gpus",
         )
     )
     register(
@@ -37,6 +38,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="vllm-offline:/models/mim-llava-med,preset=mim-llava-med,batch=64",
             check="medmim_eval.adapters.vllm_offline:check_vllm_offline",
+            gpus="medmim_eval.adapters.model_registry:engine_gpus",
         )
     )
     for entry in MODEL_ENTRIES:

@@ -26,6 +26,17 @@ class AdapterEntry:
     example: str = ""
     check: str | Callable[..., Any] | None = None
     remote: str | Callable[..., Any] | None = None
+    gpus: int | str | Callable[..., Any] = 0
+
+    def gpus_needed(self, target: str | None, options: dict[str, str]) -> int:
+        """GPUs one instance of ``target`` takes (0 for baselines and API models); a sweep reserves them per cell.
+
+        ``gpus`` is an int, or a callable or ``"module:attribute"`` called as ``gpus(target, options)``
+        (e.g. a vLLM engine's ``tp`` x ``dp``); like ``check`` it must be cheap and import no backend.
+        """
+        if isinstance(self.gpus, int):
+            return self.gpus
+        return int(resolve_callable(self.gpus)(target, options))
 
     def remote_host(self, target: str | None, options: dict[str, str]) -> str | None:
         """The host outside this machine that prompts (and images) would go to, or None if local.

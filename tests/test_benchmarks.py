@@ -25,7 +25,9 @@ SCRIPTS = {
     "bench_extraction.py": (False, False, "| test | v3 |"),
     "bench_rerun.py": (True, False, "rerun of the finished run (median)"),
     "bench_near_duplicates.py": (True, False, "shipped thresholds pHash <="),
+    "bench_sweep.py": (False, False, "ratio one-by-one / sweep local"),
 }
+NEEDS_MODULE = {"bench_sweep.py": "ray"}  # skipped with the reason where the module is not installed
 
 
 def test_every_script_is_listed() -> None:
@@ -43,6 +45,8 @@ def test_quick_mode_runs_offline(script: str, request: pytest.FixtureRequest) ->
     args = [sys.executable, str(BENCH / script), "--quick"]
     if needs_data:
         args += ["--data-dir", str(request.getfixturevalue("shared_data"))]
+    if script in NEEDS_MODULE:
+        pytest.importorskip(NEEDS_MODULE[script], reason=f"{script} times the {NEEDS_MODULE[script]} executor")
     if needs_vllm and not VLLM_TOOL.is_file():
         pytest.skip(f"{VLLM_TOOL} is absent (the vLLM CPU engine)")
     before = _results()

@@ -13,6 +13,7 @@ from medmim_eval.errors import MedmimError
 STRICT_ENV = "MEDMIM_STRICT_PLUGINS"
 BUILTIN_COMMANDS = {
     "run": "medmim_eval.cli.run_cmd:run",
+    "sweep": "medmim_eval.cli.sweep_cmd:sweep",
     "list": "medmim_eval.cli.list_cmd:list_",
     "plugins": "medmim_eval.cli.plugins_cmd:plugins",
     "data": "medmim_eval.cli.data_cmd:data",
