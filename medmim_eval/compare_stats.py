@@ -81,6 +81,7 @@ class CellComparison:
     detectable: float | None = None
     detectable_basis: str | None = None
     significant: bool = False
+    agreement: float | None = None
 
     @property
     def regression(self) -> bool:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 DASH = "—"
 JSON_VERSION = 1
 DIRECTIONS = (("right->wrong", "right → wrong"), ("wrong->right", "wrong → right"))
-HEADERS = ("Model", "Task", "Kind", "n", "Base", "Cand", "Δ", "CI", "p", "Flips −/+", "Verdict")
+HEADERS = ("Model", "Task", "Kind", "n", "Base", "Cand", "Δ", "CI", "p", "Flips −/+", "Agree", "Verdict")
 
 
 def to_dict(comparison: Comparison) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def _row(cell: CellComparison, powered: bool = False) -> list[str]:
     ci = DASH if cell.ci_low is None else f"[{cell.ci_low:+.2f}, {cell.ci_high:+.2f}]"
     flips = DASH if cell.right_to_wrong is None else f"−{cell.right_to_wrong}/+{cell.wrong_to_right}"
     row = [model, cell.task, cell.kind, str(cell.n), _num(cell.baseline), _num(cell.candidate), _num(cell.delta, True),
-           ci, _p(cell.p_value), flips, cell.verdict]
+           ci, _p(cell.p_value), flips, DASH if cell.agreement is None else f"{cell.agreement:.1f}%", cell.verdict]
     if powered:
         row.insert(-1, _detectable(cell))
         if not cell.significant and cell.detectable is not None:
@@ -117,7 +117,8 @@ def gate_line(comparison: Comparison) -> str:
     s = comparison.settings
     return (f"Gate: delta below -{s.max_drop:g} points and significant at alpha={s.alpha:g} (closed: McNemar exact; "
             f"open: paired {_level(comparison)} bootstrap CI below 0). CI: {s.n_resamples} resamples of image-set "
-            f"clusters, seed {s.seed}." + (power_line(comparison) if _powered(comparison) else ""))
+            f"clusters, seed {s.seed}. Agree: paired items with the same answer (closed: the same extracted option; "
+            f"open: the same text up to whitespace)." + (power_line(comparison) if _powered(comparison) else ""))
 
 
 def power_line(comparison: Comparison) -> str:
@@ -180,7 +181,7 @@ def print_rich(comparison: Comparison, console: Any | None = None, max_flips: in
         console = Console() if sys.stdout.isatty() else Console(width=240)
     table = Table(title=f"{comparison.baseline_dir} → {comparison.candidate_dir}", title_justify="left")
     for header in _headers(comparison):
-        numeric = header in ("n", "Base", "Cand", "Δ", "p", "Detectable")
+        numeric = header in ("n", "Base", "Cand", "Δ", "p", "Agree", "Detectable")
         table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
     styles = {"regression": "bold red", "drop, n.s.": "yellow", "improved": "green"}
     for cell in comparison.cells:
