@@ -24,6 +24,7 @@ SCRIPTS = {
     "bench_vllm_throughput.py": (True, True, "ratio whole"),
     "bench_extraction.py": (False, False, "| test | v3 |"),
     "bench_rerun.py": (True, False, "rerun of the finished run (median)"),
+    "bench_backends.py": (False, True, "| pair | task | kind |"),
 }
 
 
