@@ -40,11 +40,11 @@ ENGINE_ENV_KEYS = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "
 ENGINE = "enforce_eager=1,max_model_len=1024"
 
 
-def engine_env() -> dict[str, str]:
+def engine_env(tool: Path) -> dict[str, str]:
     """What the CLI needs to start the vLLM CPU engine (its python and environment)."""
-    subprocess.run([str(TOOL), "setup"], check=True, capture_output=True, timeout=1800)
+    subprocess.run([str(tool), "setup"], check=True, capture_output=True, timeout=1800)
     code = "import json, os, sys; print(json.dumps({'python': sys.executable, 'env': dict(os.environ)}))"
-    probe = json.loads(subprocess.run([str(TOOL), "python", "-c", code], check=True, capture_output=True, text=True,
+    probe = json.loads(subprocess.run([str(tool), "python", "-c", code], check=True, capture_output=True, text=True,
                                       timeout=120).stdout)
     env = {k: probe["env"][k] for k in ENGINE_ENV_KEYS if k in probe["env"]}
     return {"MEDMIM_VLLM_PYTHON": probe["python"],
@@ -76,19 +76,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=20, help="items per synthetic task and kind")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="2 items, hf-fp32 vs offline-fp32; writes nothing")
+    parser.add_argument("--quick", action="store_true",
+                        help="one temporal item per kind, hf-fp32 vs offline-fp32; writes nothing")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--tool", type=Path, default=TOOL, help="the vllm-cpu tool (default: beside the checkout)")
     options = parser.parse_args()
-    if not TOOL.is_file():
-        print(f"SKIP: {TOOL} is absent (the vLLM CPU engine)")
+    if not options.tool.is_file():
+        print(f"SKIP: {options.tool} is absent (the vLLM CPU engine)")
         return 1
-    limit = 2 if options.quick else options.limit
+    limit = 1 if options.quick else options.limit
+    tasks = "synth-temporal" if options.quick else "synth"
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import tiny_llava
 
     from medmim_eval.adapters.model_registry import bundled_template
 
-    env = engine_env()
+    env = engine_env(options.tool)
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
         work = Path(tmp)
         env["MEDMIM_CACHE_DIR"] = str(work / "cache")  # no answer reused across routes or from earlier runs
@@ -101,7 +104,7 @@ def main() -> int:
         for name, spec in routes(checkpoint, template, options.quick).items():
             out = work / name
             started = time.perf_counter()
-            done = cli("run", "--models", spec, "--tasks", "synth", "--limit", str(limit), "--max-new-tokens",
+            done = cli("run", "--models", spec, "--tasks", tasks, "--limit", str(limit), "--max-new-tokens",
                        str(options.max_new_tokens), "--open-metrics", "components=bleu+rougeL", "--no-cache",
                        "--output", str(out), "--quiet", env=env)
             timings[name] = time.perf_counter() - started
