@@ -125,13 +125,13 @@ def main() -> int:
             for cell in report["cells"]:
                 rows.append({"pair": f"{base} vs {cand}", **{k: cell[k] for k in (
                     "task", "kind", "n", "baseline", "candidate", "delta", "ci_low", "ci_high", "p_value",
-                    "agreement", "verdict")}})
-    print("| pair | task | kind | n | agree | Δ | 95% CI | p |")
-    print("|---|---|---|---:|---:|---:|---|---:|")
+                    "agreement", "text_agreement", "verdict")}})
+    print("| pair | task | kind | n | same answer | same text | Δ | 95% CI | p |")
+    print("|---|---|---|---:|---:|---:|---:|---|---:|")
     for r in rows:
         ci = "—" if r["ci_low"] is None else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
         p = "—" if r["p_value"] is None else f"{r['p_value']:.3f}"
-        print(f"| {r['pair']} | {r['task']} | {r['kind']} | {r['n']} | {r['agreement']:.1f}% | {r['delta']:+.2f} | {ci} | {p} |")
+        print(f"| {r['pair']} | {r['task']} | {r['kind']} | {r['n']} | {r['agreement']:.1f}% | {r['text_agreement']:.1f}% | {r['delta']:+.2f} | {ci} | {p} |")
     if not options.quick:
         options.out.parent.mkdir(parents=True, exist_ok=True)
         options.out.write_text(json.dumps({

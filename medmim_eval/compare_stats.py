@@ -82,6 +82,7 @@ class CellComparison:
     detectable_basis: str | None = None
     significant: bool = False
     agreement: float | None = None
+    text_agreement: float | None = None
 
     @property
     def regression(self) -> bool:

@@ -150,7 +150,9 @@ def test_balanced_flips_are_listed_but_do_not_fail(baseline_run: Path, tmp_path:
     cand = {r["key"]: r for r in read_records(candidate) if r["task"] == "synth-reasoning"}
     same = sum(base[k]["extracted"] == cand[k]["extracted"] for k in base)
     assert same <= len(base) - 6 and reasoning["agreement"] == pytest.approx(100 * same / len(base))
-    assert cell(report, "synth-temporal")["agreement"] == 100.0
+    assert cell(report, "synth-temporal")["agreement"] == 100.0 == cell(report, "synth-temporal")["text_agreement"]
+    same_text = sum(" ".join(base[k]["output"].split()) == " ".join(cand[k]["output"].split()) for k in base)
+    assert reasoning["text_agreement"] == pytest.approx(100 * same_text / len(base))
     directions = {f["key"]: f["direction"] for f in report["flips"]}
     assert directions == {**{k: "right->wrong" for k in worse}, **{k: "wrong->right" for k in better}}
     assert cell(report, "synth-reasoning")["p_value"] == 1.0
