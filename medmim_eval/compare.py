@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -427,8 +427,33 @@ def _compare_pair(base: dict[str, SampleRecord], cand: dict[str, SampleRecord], 
 
 def _cell(pair: ModelPair, task: str, kind: str, items: list[tuple[SampleRecord, SampleRecord]],
           settings: CompareSettings) -> CellComparison:
-    return compare_cell(pair.baseline, pair.candidate, task, kind, [_value(b) or 0.0 for b, _ in items],
+    cell = compare_cell(pair.baseline, pair.candidate, task, kind, [_value(b) or 0.0 for b, _ in items],
                         [_value(c) or 0.0 for _, c in items], [b.image_set or b.key for b, _ in items], settings)
+    return replace(cell, agreement=answer_agreement(items), text_agreement=text_agreement(items))
+
+
+def _same_text(b: SampleRecord, c: SampleRecord) -> bool:
+    return " ".join((b.output or "").split()) == " ".join((c.output or "").split())
+
+
+def _same_answer(b: SampleRecord, c: SampleRecord) -> bool:
+    return b.extracted == c.extracted if b.kind == "closed" else _same_text(b, c)
+
+
+def text_agreement(items: list[tuple[SampleRecord, SampleRecord]]) -> float | None:
+    """Share (0-100) of paired items whose raw outputs are the same text up to whitespace (closed too:
+    two backends of one checkpoint should agree here, not only on the extracted letter)."""
+    if not items:
+        return None
+    return 100 * sum(_same_text(b, c) for b, c in items) / len(items)
+
+
+def answer_agreement(items: list[tuple[SampleRecord, SampleRecord]]) -> float | None:
+    """Share (0-100) of paired items with the same answer: closed, the same extracted option (two
+    unparseable answers agree); open, the same text up to whitespace."""
+    if not items:
+        return None
+    return 100 * sum(_same_answer(b, c) for b, c in items) / len(items)
 
 
 def _flips(pair: ModelPair, items: list[tuple[SampleRecord, SampleRecord]]) -> list[Flip]:

@@ -9,9 +9,13 @@ from dataclasses import dataclass
 from math import comb
 from typing import Any, Hashable, Literal, Sequence
 
+from medmim_eval.power import detectable_for_cell
 from medmim_eval.stats import DEFAULT_RESAMPLES, BootstrapSettings, cluster_bootstrap_ci
 
 DEFAULT_MAX_DROP = 1.0
+POWER_CLOSED = ("minimum detectable difference of McNemar's test (normal approximation, Connor 1987) from the "
+                "observed discordance rate, with the number of image-set clusters as the sample size")
+POWER_OPEN = "(z(1-alpha/2) + z(power)) x cluster-robust standard error of the mean paired difference"
 DEFAULT_ALPHA = 0.05
 # Deltas are means of 0/100 values; keep float noise from turning "exactly -1.0" into a regression.
 _EPSILON = 1e-9
@@ -34,6 +38,7 @@ class CompareSettings:
     seed: int = 0
     n_resamples: int = DEFAULT_RESAMPLES
     force: bool = False
+    power: float | None = None
 
     def bootstrap(self) -> BootstrapSettings:
         return BootstrapSettings(n_resamples=self.n_resamples, level=1 - self.alpha, seed=self.seed)
@@ -41,9 +46,12 @@ class CompareSettings:
     def describe(self) -> dict[str, Any]:
         bootstrap = self.bootstrap().describe()
         bootstrap["method"] = "paired " + str(bootstrap["method"])
-        return {"max_drop": self.max_drop, "alpha": self.alpha, "force": self.force, "bootstrap": bootstrap,
-                "closed_test": "McNemar exact (two-sided binomial on discordant pairs)",
-                "open_test": "paired bootstrap interval entirely below 0"}
+        described = {"max_drop": self.max_drop, "alpha": self.alpha, "force": self.force, "bootstrap": bootstrap,
+                     "closed_test": "McNemar exact (two-sided binomial on discordant pairs)",
+                     "open_test": "paired bootstrap interval entirely below 0"}
+        if self.power is not None:
+            described["power"] = {"power": self.power, "closed": POWER_CLOSED, "open": POWER_OPEN}
+        return described
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,11 @@ class CellComparison:
     right_to_wrong: int | None
     wrong_to_right: int | None
     verdict: Verdict
+    detectable: float | None = None
+    detectable_basis: str | None = None
+    significant: bool = False
+    agreement: float | None = None
+    text_agreement: float | None = None
 
     @property
     def regression(self) -> bool:
@@ -165,9 +178,15 @@ def compare_cell(
         verdict = "regression" if significant_drop else "drop, n.s."
     elif delta > settings.max_drop + _EPSILON and significant_gain:
         verdict = "improved"
+    detectable = None
+    if settings.power is not None:
+        detectable = detectable_for_cell(kind, baseline, candidate, clusters, settings.alpha, settings.power)
     return CellComparison(
         baseline_model=baseline_model, candidate_model=candidate_model, task=task, kind=kind, n=n,
         n_clusters=len(set(clusters)), baseline=base_score, candidate=cand_score, delta=delta,
         ci_low=interval[0] if interval else None, ci_high=interval[1] if interval else None, p_value=p_value,
         right_to_wrong=right_to_wrong, wrong_to_right=wrong_to_right, verdict=verdict,
+        significant=significant_drop or significant_gain,
+        detectable=None if detectable is None else detectable.points,
+        detectable_basis=None if detectable is None else detectable.describe(),
     )

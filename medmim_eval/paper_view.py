@@ -19,6 +19,31 @@ if TYPE_CHECKING:
 REPORTED_MARK = "(paper, reported)"
 DIFFERENCE = "difference"
 PAPER_RUN = "paper"
+# |measured - reported| in points: within MATCHES_WITHIN "matches", within CLOSE_WITHIN "close", else "differs".
+MATCHES_WITHIN = 2.5
+CLOSE_WITHIN = 5.0
+BANDS_LINE = (f"Bands (--vs-paper): |measured − reported| ≤ {MATCHES_WITHIN:g} points \"matches\", ≤ {CLOSE_WITHIN:g} "
+              "\"close\", else \"differs\"; cell by cell, where both exist.")
+
+
+def band(difference: float | None) -> str | None:
+    """The band of one measured-minus-reported difference (points), ``None`` where there is none."""
+    if difference is None:
+        return None
+    size = abs(difference)
+    return "matches" if size <= MATCHES_WITHIN + 1e-9 else "close" if size <= CLOSE_WITHIN + 1e-9 else "differs"
+
+
+def _band_note(model: str, columns: list[Column], differences: list[float | None]) -> str | None:
+    groups: dict[str, list[str]] = {"matches": [], "close": [], "differs": []}
+    for column, difference in zip(columns, differences):
+        name = band(difference)
+        if name is not None and difference is not None:
+            groups[name].append(f"{column.group} {column.title} {column.kind} {difference:+.2f}".replace("  ", " "))
+    if not any(groups.values()):
+        return None
+    parts = [f"{name} {len(cells)}" + (f" ({'; '.join(cells)})" if cells else "") for name, cells in groups.items()]
+    return f"{model} vs paper: " + ", ".join(parts) + "."
 
 
 def reported_label(row: PaperRow) -> str:
@@ -71,6 +96,7 @@ def add_paper_rows(tables: list[Table], paper: PaperTable, matches: PaperMatches
         tables = [table, *tables]
     rows: dict[str, list[float | None]] = {}
     shown_rows: set[str] = set()
+    band_notes: list[str] = []
     for model, values in table.rows.items():
         rows[model] = values
         row = matches.matched.get(model) if vs_paper else None
@@ -81,8 +107,12 @@ def add_paper_rows(tables: list[Table], paper: PaperTable, matches: PaperMatches
             rows[reported_label(row)] = reported
             table.reference[reported_label(row)] = row.kind
             shown_rows.add(row.name)
-        rows[difference_label(model)] = [None if m is None or r is None else m - r for m, r in zip(values, reported)]
+        differences = [None if m is None or r is None else m - r for m, r in zip(values, reported)]
+        rows[difference_label(model)] = differences
         table.reference[difference_label(model)] = DIFFERENCE
+        note = _band_note(model, table.columns, differences)
+        if note:
+            band_notes.append(note)
     if with_paper:
         for row in paper.rows:
             if row.name not in shown_rows:
@@ -99,6 +129,7 @@ def add_paper_rows(tables: list[Table], paper: PaperTable, matches: PaperMatches
                            f"({pairs}); each was recomputed from its two reported rows and agrees to 0.01.")
     if any(kind == DIFFERENCE for kind in table.reference.values()):
         table.notes.append("Δ rows: measured minus reported, in points, where both exist.")
+        table.notes.extend(band_notes)
     return tables
 
 
@@ -112,6 +143,8 @@ def paper_footer(paper: PaperTable, matches: PaperMatches, *, vs_paper: bool) ->
         "The paper does not say which BERTScore model/layer, BLEU variant or ROUGE-L tokenisation it used; "
         "reported open cells may rest on another definition than the one named above.",
     ]
+    if vs_paper:
+        lines.append(BANDS_LINE)
     if vs_paper and matches.unmatched:
         lines.append(f"--vs-paper: no paper model for {', '.join(matches.unmatched)}; a model is matched by its "
                      "registry name (e.g. --models gpt-4o, or label=gpt-4o in its spec).")

@@ -26,6 +26,7 @@ SCRIPTS = {
     "bench_rerun.py": (True, False, "rerun of the finished run (median)"),
     "bench_near_duplicates.py": (True, False, "shipped thresholds pHash <="),
     "bench_sweep.py": (False, False, "ratio one-by-one / sweep local"),
+    "bench_backends.py": (False, True, "| pair | task | kind |"),
 }
 NEEDS_MODULE = {"bench_sweep.py": "ray"}  # skipped with the reason where the module is not installed
 

@@ -22,7 +22,7 @@ from medmim_eval.compare_stats import CompareSettings, compare_cell, mcnemar_exa
 from medmim_eval.stats import BootstrapSettings
 
 TASKS = "synth-temporal:closed,synth-reasoning:closed"
-MARKDOWN_HEADER = "| Model | Task | Kind | n | Base | Cand | Δ | 95% CI | p | Flips −/+ | Verdict |"
+MARKDOWN_HEADER = "| Model | Task | Kind | n | Base | Cand | Δ | 95% CI | p | Flips −/+ | Agree | Verdict |"
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,15 @@ def test_balanced_flips_are_listed_but_do_not_fail(baseline_run: Path, tmp_path:
     worse, better = plant(candidate, "synth-reasoning", to_wrong=3, to_right=3)
     code, report, _ = compare_json(str(baseline_run), str(candidate))
     assert code == 0
+    reasoning = cell(report, "synth-reasoning")
+    # Every flip changed the extracted answer; a right->wrong rewrite may land on another wrong letter too.
+    base = {r["key"]: r for r in read_records(baseline_run) if r["task"] == "synth-reasoning"}
+    cand = {r["key"]: r for r in read_records(candidate) if r["task"] == "synth-reasoning"}
+    same = sum(base[k]["extracted"] == cand[k]["extracted"] for k in base)
+    assert same <= len(base) - 6 and reasoning["agreement"] == pytest.approx(100 * same / len(base))
+    assert cell(report, "synth-temporal")["agreement"] == 100.0 == cell(report, "synth-temporal")["text_agreement"]
+    same_text = sum(" ".join(base[k]["output"].split()) == " ".join(cand[k]["output"].split()) for k in base)
+    assert reasoning["text_agreement"] == pytest.approx(100 * same_text / len(base))
     directions = {f["key"]: f["direction"] for f in report["flips"]}
     assert directions == {**{k: "right->wrong" for k in worse}, **{k: "wrong->right" for k in better}}
     assert cell(report, "synth-reasoning")["p_value"] == 1.0

@@ -19,6 +19,7 @@ import pytest
 from conftest import run_cli
 
 from medmim_eval.leaderboard import fmt
+from medmim_eval.paper_view import band
 from medmim_eval.paper_table import IMPROVEMENT, PAPER_TO_REGISTRY, REPORTED, bundled_path, load_paper_table
 
 ROOT = Path(__file__).parent.parent
@@ -200,7 +201,28 @@ def test_vs_paper_puts_the_reported_row_and_the_difference_under_the_matching_mo
     cell = next(r for r in rows if (r["model"], r["task"], r["kind"]) == ("gpt-4o", "held-out-rad", "closed"))
     assert float(cell["paper_score"]) == gpt.scores[("held-out-rad", "closed")]
     assert float(cell["paper_difference"]) == pytest.approx(70.0 - gpt.scores[("held-out-rad", "closed")])
+    assert cell["paper_band"] == band(70.0 - gpt.scores[("held-out-rad", "closed")])
 
+
+@pytest.mark.parametrize("difference,expected", [(0.0, "matches"), (-2.5, "matches"), (2.51, "close"), (-5.0, "close"),
+                                                 (5.01, "differs"), (-30.0, "differs"), (None, None)])
+def test_bands_follow_the_stated_thresholds(difference: float | None, expected: str | None) -> None:
+    assert band(difference) == expected
+
+
+def test_vs_paper_bands_every_measured_cell_and_states_the_thresholds(tmp_path: Path) -> None:
+    gpt = load_paper_table().for_model("gpt-4o")
+    assert gpt is not None
+    closed, opened = gpt.scores[("held-out-rad", "closed")], gpt.scores[("held-out-rad", "open")]
+    run = _hand_made_run(tmp_path / "run", [
+        {"model": "gpt-4o", "task": "held-out-rad", "kind": "closed", "score": closed + 2.0},
+        {"model": "gpt-4o", "task": "held-out-rad", "kind": "open", "score": opened - 7.0},
+    ])
+    text = run_cli("leaderboard", str(run), "--vs-paper", "--format", "markdown").stdout
+    line = next(line for line in text.splitlines() if "gpt-4o vs paper:" in line)
+    assert "matches 1 (Held-out MIM-RAD closed +2.00)" in line, line
+    assert "close 0" in line and "differs 1 (Held-out MIM-RAD open -7.00)" in line, line
+    assert "≤ 2.5 points" in text and "≤ 5 \"close\"" in text
 
 @pytest.mark.parametrize("flag", ["--chance", "--by-source"])
 def test_paper_rows_refuse_views_the_paper_does_not_report(gpt_run: Path, flag: str) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from medmim_eval.compare_stats import DEFAULT_ALPHA, DEFAULT_MAX_DROP
+from medmim_eval.power import DEFAULT_POWER
 from medmim_eval.stats import DEFAULT_RESAMPLES
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 DASH = "—"
 JSON_VERSION = 1
 DIRECTIONS = (("right->wrong", "right → wrong"), ("wrong->right", "wrong → right"))
-HEADERS = ("Model", "Task", "Kind", "n", "Base", "Cand", "Δ", "CI", "p", "Flips −/+", "Verdict")
+HEADERS = ("Model", "Task", "Kind", "n", "Base", "Cand", "Δ", "CI", "p", "Flips −/+", "Agree", "Verdict")
 
 
 def to_dict(comparison: Comparison) -> dict[str, Any]:
@@ -63,12 +64,33 @@ def _p(value: float | None) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _row(cell: CellComparison) -> list[str]:
+def _powered(comparison: Comparison) -> bool:
+    return comparison.settings.power is not None
+
+
+def _headers(comparison: Comparison) -> list[str]:
+    headers = [f"{_level(comparison)} CI" if h == "CI" else h for h in HEADERS]
+    if _powered(comparison):
+        headers.insert(-1, "Detectable")
+    return headers
+
+
+def _detectable(cell: CellComparison) -> str:
+    return DASH if cell.detectable is None else f"±{cell.detectable:.1f}"
+
+
+def _row(cell: CellComparison, powered: bool = False) -> list[str]:
     model = cell.baseline_model if cell.baseline_model == cell.candidate_model else f"{cell.baseline_model} → {cell.candidate_model}"
     ci = DASH if cell.ci_low is None else f"[{cell.ci_low:+.2f}, {cell.ci_high:+.2f}]"
     flips = DASH if cell.right_to_wrong is None else f"−{cell.right_to_wrong}/+{cell.wrong_to_right}"
-    return [model, cell.task, cell.kind, str(cell.n), _num(cell.baseline), _num(cell.candidate), _num(cell.delta, True),
-            ci, _p(cell.p_value), flips, cell.verdict]
+    row = [model, cell.task, cell.kind, str(cell.n), _num(cell.baseline), _num(cell.candidate), _num(cell.delta, True),
+           ci, _p(cell.p_value), flips, DASH if cell.agreement is None else f"{cell.agreement:.1f}%", cell.verdict]
+    if powered:
+        row.insert(-1, _detectable(cell))
+        if not cell.significant and cell.detectable is not None:
+            row[-1] = f"{cell.verdict} (n.s.; detectable ±{cell.detectable:.1f})" if cell.verdict == "ok" else \
+                f"{cell.verdict}; detectable ±{cell.detectable:.1f}"
+    return row
 
 
 def _level(comparison: Comparison) -> str:
@@ -84,14 +106,27 @@ def summary_line(comparison: Comparison) -> str:
     if comparison.regressions:
         cells = ", ".join(f"{c.task} {c.kind} {c.delta:+.2f}" for c in comparison.regressions)
         return f"REGRESSION: significant drop of more than {s.max_drop:g} point(s) in {cells}{forced}"
-    return f"PASS: no significant drop of more than {s.max_drop:g} point(s){forced}"
+    line = f"PASS: no significant drop of more than {s.max_drop:g} point(s){forced}"
+    detectable = [c.detectable for c in comparison.cells if c.detectable is not None and not c.significant]
+    if detectable:
+        line += (f"; with these samples a drop is detected at power {s.power:g} only from "
+                 f"{min(detectable):.1f}-{max(detectable):.1f} points (see Detectable), so n.s. is not evidence of no change")
+    return line
 
 
 def gate_line(comparison: Comparison) -> str:
     s = comparison.settings
     return (f"Gate: delta below -{s.max_drop:g} points and significant at alpha={s.alpha:g} (closed: McNemar exact; "
             f"open: paired {_level(comparison)} bootstrap CI below 0). CI: {s.n_resamples} resamples of image-set "
-            f"clusters, seed {s.seed}.")
+            f"clusters, seed {s.seed}. Agree: paired items with the same answer (closed: the same extracted option; "
+            f"open: the same text up to whitespace)." + (power_line(comparison) if _powered(comparison) else ""))
+
+
+def power_line(comparison: Comparison) -> str:
+    s = comparison.settings
+    return (f" Detectable: the smallest |Δ| the test finds with probability {s.power:g} at alpha={s.alpha:g} (closed: "
+            "McNemar normal approximation from the observed discordance rate, image-set clusters as sample size; open: "
+            "(z(1-α/2)+z(power)) × cluster-robust SE of the paired difference).")
 
 
 def _flips_by_direction(comparison: Comparison) -> list[tuple[str, list[Flip]]]:
@@ -137,11 +172,11 @@ def to_markdown(comparison: Comparison, max_flips: int = 50) -> str:
     if comparison.problems:
         out.append("")
     if comparison.cells:
-        headers = [h if h != "CI" else f"{_level(comparison)} CI" for h in HEADERS]
+        headers = _headers(comparison)
         out.append("| " + " | ".join(headers) + " |")
-        out.append("|---|---|---|" + "---:|" * 7 + "---|")
+        out.append("|---|---|---|" + "---:|" * (len(headers) - 4) + "---|")
         for cell in comparison.cells:
-            row = _row(cell)
+            row = _row(cell, _powered(comparison))
             if cell.regression:
                 row[-1] = f"**{row[-1]}**"
             out.append("| " + " | ".join(row) + " |")
@@ -171,13 +206,12 @@ def print_rich(comparison: Comparison, console: Any | None = None, max_flips: in
         # Off a terminal (a CI log, a pipe) the table is never squeezed into 80 columns.
         console = Console() if sys.stdout.isatty() else Console(width=240)
     table = Table(title=f"{comparison.baseline_dir} → {comparison.candidate_dir}", title_justify="left")
-    for header in HEADERS:
-        numeric = header in ("n", "Base", "Cand", "Δ", "p")
-        table.add_column(f"{_level(comparison)} CI" if header == "CI" else header,
-                         justify="right" if numeric else "left", no_wrap=True)
+    for header in _headers(comparison):
+        numeric = header in ("n", "Base", "Cand", "Δ", "p", "Agree", "Detectable")
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
     styles = {"regression": "bold red", "drop, n.s.": "yellow", "improved": "green"}
     for cell in comparison.cells:
-        table.add_row(*_row(cell), style=styles.get(cell.verdict, ""))
+        table.add_row(*_row(cell, _powered(comparison)), style=styles.get(cell.verdict, ""))
     console.print(table)
     console.print(gate_line(comparison), style="dim", highlight=False)
     for label, flips in _flips_by_direction(comparison):
@@ -212,6 +246,9 @@ def print_rich(comparison: Comparison, console: Any | None = None, max_flips: in
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paired bootstrap.")
 @click.option("--resamples", type=click.IntRange(min=100), default=DEFAULT_RESAMPLES, show_default=True,
               help="Bootstrap resamples.")
+@click.option("--power", "power", is_flag=False, flag_value=DEFAULT_POWER, default=None,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="[POWER]",
+              help=f"Show per cell the smallest difference the test detects with this power (bare flag: {DEFAULT_POWER:g}).")
 @click.option("--force", is_flag=True, help="Compare what pairs even when the runs are not comparable (and say so).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every cell and flip) instead of the table.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown (for a CI comment) instead of the table.")
@@ -224,7 +261,7 @@ def print_rich(comparison: Comparison, console: Any | None = None, max_flips: in
               "rescore`): compare them despite the different definitions and list every sample whose outcome changed.")
 @click.pass_context
 def compare(ctx: click.Context, baseline_dir: Path, candidate_dir: Path, models: tuple[str, ...], max_drop: float,
-            alpha: float, seed: int, resamples: int, force: bool, as_json: bool, as_markdown: bool,
+            alpha: float, seed: int, resamples: int, power: float | None, force: bool, as_json: bool, as_markdown: bool,
             write_json: Path | None, write_markdown: Path | None, max_flips: int, across_definitions: bool) -> None:
     """Compare CANDIDATE_DIR with BASELINE_DIR sample by sample; the CI gate for new checkpoints.
 
@@ -241,7 +278,8 @@ def compare(ctx: click.Context, baseline_dir: Path, candidate_dir: Path, models:
 
     if as_json and as_markdown:
         raise MedmimError("choose one of --json and --markdown for stdout (--write-json/--write-markdown add files)")
-    settings = CompareSettings(max_drop=max_drop, alpha=alpha, seed=seed, n_resamples=resamples, force=force)
+    settings = CompareSettings(max_drop=max_drop, alpha=alpha, seed=seed, n_resamples=resamples, force=force,
+                               power=power)
     comparison = compare_runs(baseline_dir, candidate_dir, settings, list(models) or None,
                               across_definitions=across_definitions)
     for problem in comparison.problems:

@@ -61,6 +61,12 @@ def _read_models_file(path: Path) -> list[object]:
               help="Data directory (med-mim/, vqa-rad/, odir/, ...). Default: $MEDMIM_DATA_DIR, config, ~/.local/share/medmim-eval.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of each task and kind.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for baselines and sampling.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Sampling temperature (0 = greedy). Seeded with --seed (each repeat with its own seed).")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Run the evaluation K times with seeds SEED..SEED+K-1 into OUTPUT/repeat-1..K (each an ordinary, "
+              "resumable run) and report per cell the mean and spread across repeats and the items whose outcome "
+              "flips (OUTPUT/repeats.json). Meant with --temperature > 0.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight per model (adapters that allow it).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--skip-missing", is_flag=True, help="Skip samples whose images are missing or unreadable (counted in the manifest).")
@@ -84,7 +90,8 @@ def _read_models_file(path: Path) -> list[object]:
 @click.pass_context
 def run(ctx: click.Context, models_text: str | None, models_file: Path | None, tasks_text: str, as_task: str | None,
         output: Path | None,
-        data_dir: Path | None, limit: int | None, seed: int, concurrency: int | None, max_new_tokens: int,
+        data_dir: Path | None, limit: int | None, seed: int, temperature: float, repeat: int,
+        concurrency: int | None, max_new_tokens: int,
         skip_missing: bool, open_metrics: tuple[str, ...], extractor: str, allow_credentialed_upload: bool,
         no_cache: bool, quiet: bool, exclude_file: Path | None = None, audit_file: Path | None = None) -> None:
     """Evaluate MODELS on TASKS; resumable, every sample recorded in OUTPUT/samples.jsonl.
@@ -124,7 +131,7 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
         concurrency=concurrency,
         skip_missing=skip_missing,
         use_cache=not no_cache,
-        settings=GenerationSettings(max_new_tokens=max_new_tokens, seed=seed),
+        settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
         open_metrics=OpenMetricsConfig.parse(open_metrics),
         allow_credentialed_upload=allow_credentialed_upload,
         extractor=parse_extractor(extractor),
@@ -133,9 +140,51 @@ def run(ctx: click.Context, models_text: str | None, models_file: Path | None, t
     )
     group = RankGroup()  # connects the ranks when launched by torchrun / accelerate launch
     try:
-        _run(options, host, group, quiet)
+        if repeat == 1:
+            _run(options, host, group, quiet)
+        else:
+            _run_repeats(options, host, group, quiet, repeat)
     finally:
         group.close()
+
+
+def _run_repeats(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: bool, k: int) -> None:
+    """K ordinary runs with consecutive seeds into OUTPUT/repeat-N, then the spread across them."""
+    from dataclasses import replace
+
+    from medmim_eval.repeats import repeat_dir, summarize, summary_lines, write_summary
+
+    if group.is_main:
+        click.echo(f"--repeat {k}: {k} runs with seeds {options.seed}..{options.seed + k - 1} into "
+                   f"{options.output}/repeat-1..{k} ({k}x the requests of one run)", err=True)
+        if options.settings.temperature == 0:
+            click.echo("note: --temperature 0 is greedy decoding; repeats of a deterministic model give the same "
+                       "answers (only seeded baselines and non-deterministic backends vary)", err=True)
+    runs = []
+    failures: list[str] = []
+    for i in range(1, k + 1):
+        seed = options.seed + i - 1
+        one = replace(options, output=repeat_dir(options.output, i), seed=seed,
+                      settings=replace(options.settings, seed=seed))
+        if group.is_main:
+            click.echo(f"repeat {i}/{k} (seed {seed}) -> {one.output}", err=True)
+        try:
+            _run(one, host, group, quiet=True)
+        except MedmimError as exc:  # errors in one repeat do not stop the others; a rerun finishes them
+            failures.append(f"repeat {i}: {exc}")
+        runs.append(one.output)
+    if not group.is_main:
+        return
+    if failures:
+        raise MedmimError("; ".join(failures) + f"; rerun the same command to finish (nothing done is lost)")
+    cells = summarize(runs)
+    settings = {"k": k, "seeds": [options.seed + i for i in range(k)], **options.settings.as_dict()}
+    settings.pop("seed", None)
+    path = write_summary(options.output, runs, cells, settings)
+    if not quiet:
+        for line in summary_lines(cells, k):
+            click.echo(line)
+    click.echo(f"repeat summary -> {path}", err=True)
 
 
 def _run(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: bool) -> None:

@@ -33,6 +33,7 @@ COLUMNS: dict[str, str] = {
     "paper_score": "with --vs-paper: the paper's reported value for the same model, task and kind",
     "paper_difference": "with --vs-paper: score - paper_score (the paper scored 300 closed MIM-RAD items, "
                         "the released file has 293)",
+    "paper_band": "with --vs-paper: matches (|paper_difference| <= 2.5), close (<= 5), else differs",
     "judged": "closed, runs with an LLM judge: answers the rule left unparseable that the judge mapped to an option",
     "excluded": "items of the task the run left out (run --exclude / --exclude-contaminated): a clean-subset "
                 "cell, marked with a double dagger in the tables; 0 for a full run",
@@ -71,4 +72,6 @@ def _beside_paper(model: str, task: str, kind: str, score: float | None, matched
     row = matched.get(model)
     reported = row.scores.get((task, kind)) if row is not None else None
     difference = None if reported is None or score is None else score - reported
-    return {"paper_score": reported, "paper_difference": difference}
+    from medmim_eval.paper_view import band
+
+    return {"paper_score": reported, "paper_difference": difference, "paper_band": band(difference) if row else None}
