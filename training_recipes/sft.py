@@ -20,7 +20,7 @@ from typing import Any
 from medmim_eval import __version__
 from medmim_eval.datadir import DataPaths
 from medmim_eval.errors import MedmimError, MissingBackendError
-from medmim_eval.prompt_formats import get_format
+from medmim_eval.prompt_formats import default_format, get_format
 from medmim_eval.training_recipes import run_dir
 from medmim_eval.training_recipes.data import TrainData, file_sha256, load_training_data
 from medmim_eval.training_recipes.options import TrainConfig, build_config, steps_per_epoch
@@ -189,8 +189,6 @@ def run_sft(request: TrainRequest, family: str, defaults: dict[str, Any] | None 
         raise MedmimError(f"--base {base}: not a checkpoint folder (no config.json); pass a local model folder")
     data = load_training_data(request.data, config, request.data_paths)
     if prompt_format is None:
-        from medmim_eval.adapters.hf_plugin import default_format
-
         prompt_format = "idefics2" if family == "idefics2" else default_format(base)
     fmt = get_format(prompt_format)
 
