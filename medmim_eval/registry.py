@@ -113,7 +113,13 @@ class RecipeEntry:
 
     ``needs`` names the ``train`` arguments the recipe requires (``data``, ``base``); ``version``
     changes whenever the same inputs would train a different model; ``options`` maps each
-    recipe-specific ``key=value`` override to its help line.
+    recipe-specific ``key=value`` override to its help line. ``recipe`` follows
+    :class:`medmim_eval.recipes_api.TrainingRecipe`.
+
+    ``option_help`` (a callable or ``"module:attribute"``, called with no arguments) returns
+    ``(key, help line, default)`` for every ``key=value`` override; ``train --options`` lists them.
+    ``configs`` is ``"package:folder"`` holding shipped accelerate configs (``NAME.yaml``) that
+    ``train --config NAME`` prints the path of.
     """
 
     name: str
@@ -122,6 +128,8 @@ class RecipeEntry:
     needs: tuple[str, ...] = ("data", "base")
     version: str = "1"
     options: tuple[tuple[str, str], ...] = ()
+    option_help: str | Callable[[], Any] | None = None
+    configs: str = ""
 
     def load_recipe(self) -> Callable[..., Any]:
         return resolve_callable(self.recipe)
