@@ -68,8 +68,28 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class TaskData:
+    """Where a task's data comes from, for ``medmim-eval data status``.
+
+    ``file`` (a callable or ``"module:attribute"``) is called as ``file(context)`` and returns the
+    Med-MIM JSON file the loader reads; ``builder`` names the ``data build`` builder(s) that make
+    what its images come from; ``access`` pairs a data folder (as named in the data directory,
+    e.g. ``vqa-rad``) with where to obtain it.
+    """
+
+    file: str | Callable[..., Any]
+    builder: str = ""
+    access: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class TaskEntry:
-    """A task: ``loader(context)`` returns a ``LoadedTask``. ``table``/``column`` place it in views."""
+    """A task: ``loader(context)`` returns a ``LoadedTask``. ``table``/``column`` place it in views.
+
+    ``data`` tells ``data status`` where the task's file and images come from; without it, status
+    calls the loader to find out, unless ``generated`` says the loader makes its data itself on
+    first use (nothing to download, nothing to check).
+    """
 
     name: str
     description: str
@@ -78,6 +98,8 @@ class TaskEntry:
     table: str = "Other tasks"
     column: str = ""
     group: str = ""
+    data: TaskData | None = None
+    generated: bool = False
 
     def load_loader(self) -> Callable[..., Any]:
         return resolve_callable(self.loader)
