@@ -19,11 +19,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from medmim_eval.adapter import AdapterContext, ModelAdapter
+from medmim_eval.adapter import AdapterContext, ModelAdapter, PreparesForTask, ReportsCost, contract_problem
 from medmim_eval.cache import ImageHasher, ResponseCache
-from medmim_eval.cell_runner import CellRunner
+from medmim_eval.cell_runner import CellContext, CellRunner
 from medmim_eval.distributed import DistributedError, RankGroup, RankInfo, failure_message
-from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.errors import ContractError, MedmimError, MissingBackendError
 from medmim_eval.extract_judge import JudgeTally, needs_judge
 from medmim_eval.flags import with_flag_counts
 from medmim_eval.manifest import add_model, add_task, now, start_manifest
@@ -59,6 +59,7 @@ class RunSummary:
     errors: int = 0
     too_many_images: int = 0
     model_failures: dict[str, str] = field(default_factory=dict)
+    contract_errors: dict[str, str] = field(default_factory=dict)  # model -> how its plugin broke the contract
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
@@ -134,7 +135,8 @@ class Runner:
                 except Exception as exc:
                     error = exc
                 status = "failed" if failure or error or self.summary.failed_ranks else (
-                    "finished with errors" if self.summary.errors or self.summary.model_failures else "finished")
+                    "finished with errors" if self.summary.errors or self.summary.model_failures or self.summary.contract_errors
+                    else "finished")
                 self._finish(manifest, status)
             except Exception as exc:
                 error = error or exc
@@ -213,6 +215,7 @@ class Runner:
     def _report(self, failure: Exception | None) -> dict[str, Any]:
         counters = {name: getattr(self.summary, name) for name in RunSummary._COUNTERS}
         return {**counters, "model_failures": dict(self.summary.model_failures),
+                "contract_errors": dict(self.summary.contract_errors),
                 "failure": failure_message(failure) if failure is not None else None}
 
     def _combine(self, reports: list[dict[str, Any]]) -> None:
@@ -223,6 +226,7 @@ class Runner:
             setattr(self.summary, name, sum(r[name] for r in reports))
         failures: dict[str, dict[int, str]] = {}
         for rank, report in enumerate(reports):
+            self.summary.contract_errors.update(report.get("contract_errors", {}))
             for model, text in report["model_failures"].items():
                 failures.setdefault(model, {})[rank] = text
             if report["failure"] is not None and rank != 0:
@@ -315,10 +319,16 @@ class Runner:
                 self._say(f"{model_id}: every selected sample is already done in {self.run_dir}")
             else:
                 return  # nothing for this rank; rank 0 still checks the model's fingerprint
+        plugin = self.host.adapters.owners.get(entry.name, "")
         try:
             adapter: ModelAdapter = entry.load_factory()(spec.target, spec.option_dict, context)
         except (MedmimError, MissingBackendError, ImportError) as exc:
             self._model_failed(model_id, exc)
+            return
+        problem = contract_problem(adapter)
+        if problem is not None:  # checked before anything calls a member it may lack
+            self._contract_broken(model_id, ContractError(
+                f"plugin '{plugin}', adapter '{entry.name}': the adapter its factory returned {problem}"))
             return
         # From here on the adapter may hold a server or a worker: it is closed whatever happens.
         try:
@@ -329,20 +339,36 @@ class Runner:
                 self._model_failed(model_id, exc)
                 return
             add_model(manifest, ModelInfo(id=model_id, spec=str(spec), adapter=entry.name,
-                                          plugin=self.host.adapters.owners.get(entry.name, ""), fingerprint=fingerprint))
+                                          plugin=plugin, fingerprint=fingerprint))
             self._write_manifest(manifest)
+            cells = self._cell_context(plugin, entry.name)
             for task, previous, share in work:
-                prepare = getattr(adapter, "prepare", None)
-                if callable(prepare):
-                    prepare(task.selection.name, task.loaded.samples)
+                if isinstance(adapter, PreparesForTask):
+                    adapter.prepare(task.selection.name, task.loaded.samples)
                 if share:
                     where = f" · rank {group.rank}/{group.world_size}" if group.distributed else ""
                     self.display.start_cell(f"{model_id} · {task.selection.label}{where}", len(share))
-                    await CellRunner(self, adapter, fingerprint, previous).run(share)
+                    try:
+                        await CellRunner(cells, adapter, fingerprint, previous).run(share)
+                    except ContractError as exc:
+                        self.display.finish_cell()
+                        self._contract_broken(model_id, exc)
+                        return
                     self.display.finish_cell()
         finally:
             self._record_cost(adapter, model_id, manifest)
             await adapter.aclose()
+
+    def _cell_context(self, plugin: str, adapter_name: str) -> CellContext:
+        options = self.prepared.options
+        return CellContext(settings=options.settings, concurrency=options.concurrency, store=self.store,
+                           scorer=self.scorer, summary=self.summary, display=self.display, hasher=self.hasher,
+                           cache=self.cache, plugin=plugin, adapter_name=adapter_name)
+
+    def _contract_broken(self, model_id: str, exc: ContractError) -> None:
+        """The model stops here; said at once and at the end, and never offered a rerun."""
+        self.summary.contract_errors[model_id] = str(exc)
+        self._say(f"contract error: {exc}")
 
     def _model_failed(self, model_id: str, exc: BaseException) -> None:
         self.summary.model_failures[model_id] = str(exc)
@@ -350,8 +376,7 @@ class Runner:
 
     def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: Any) -> None:
         """API adapters that price their tokens (``cost_usd()``) get an estimate in the manifest."""
-        cost_usd = getattr(adapter, "cost_usd", None)
-        value = cost_usd() if callable(cost_usd) else None
+        value = adapter.cost_usd() if isinstance(adapter, ReportsCost) else None
         if value is None:
             return
         manifest.estimated_cost_usd[model_id] = round(manifest.estimated_cost_usd.get(model_id, 0.0) + value, 6)

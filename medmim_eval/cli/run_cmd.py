@@ -173,9 +173,17 @@ def _run(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: b
     if summary.too_many_images:
         click.echo(f"{summary.too_many_images} sample(s) not evaluated: more images than the model accepts "
                    "(recorded as TooManyImagesError, never truncated; counted in the leaderboard footer)", err=True)
+    for line in summary.contract_errors.values():
+        click.echo(f"contract error: {line}", err=True)
+    if summary.contract_errors and not (summary.model_failures or summary.errors):
+        raise MedmimError(f"{len(summary.contract_errors)} adapter(s) broke the adapter contract (above); fix the "
+                          "plugin (or report it to its author): rerunning cannot help")
     if summary.model_failures or summary.errors:
+        broke = (f"{len(summary.contract_errors)} adapter(s) broke the adapter contract (above; a rerun cannot "
+                 "fix those); " if summary.contract_errors else "")
         failed = f"{len(summary.model_failures)} model(s) failed to load; " if summary.model_failures else ""
-        raise MedmimError(f"{failed}{summary.errors} sample(s) ended in errors; rerun the same command to retry them")
+        raise MedmimError(f"{broke}{failed}{summary.errors} sample(s) ended in errors; rerun the same command to "
+                          "retry them")
 
 
 def _display(quiet: bool):  # type: ignore[no-untyped-def]
