@@ -92,6 +92,7 @@ class ModelAdapter(Protocol):
     change answers, a version of the adapter's own code); it is the cache key's model part, so
     change it whenever the same sample could get a different answer (see ``Capabilities.cacheable``).
     ``aclose()`` frees what the adapter holds (servers, workers, GPU memory); it is always called.
+    The whole contract, optional parts included: docs/adapter-contract.md.
     """
 
     model_id: str
