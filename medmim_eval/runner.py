@@ -39,6 +39,7 @@ from medmim_eval.records import (
     write_json_atomic,
 )
 from medmim_eval.registry import AdapterEntry
+from medmim_eval.run_reader import RunDirectory
 from medmim_eval.run_setup import PreparedRun, PreparedTask
 from medmim_eval.schema import ModelInfo, Results, Sample, SampleRecord, TaskInfo
 from medmim_eval.scoring import aggregate, aggregate_by_source, finish_pending
@@ -151,11 +152,11 @@ class Runner:
 
     def _load_records(self) -> dict[tuple[str, str], SampleRecord]:
         """The latest record per (model, sample) so far; rank 0 repairs a torn last line and says so."""
-        merged = RecordStore(self.run_dir)
-        existing = merged.load(repair=self.group.is_main)
+        run = RunDirectory(self.run_dir)
+        existing = run.records(repair=self.group.is_main)
         if self.group.is_main:
-            for note in merged.dropped_lines:
-                self._say(f"note: {merged.path}: {note}")
+            for note in run.dropped_lines:
+                self._say(f"note: {run.store.path}: {note}")
         return existing
 
     def _ready_scorer(self, existing: dict[tuple[str, str], SampleRecord]) -> None:
@@ -287,7 +288,7 @@ class Runner:
 
     def _finish(self, manifest: Any, status: str) -> None:
         """``results.json`` from every record, and the invocation's end in the manifest."""
-        final = self._final if self._final is not None else list(RecordStore(self.run_dir).load(repair=False).values())
+        final = self._final if self._final is not None else list(RunDirectory(self.run_dir).records().values())
         bootstrap = BootstrapSettings(seed=self.prepared.options.seed)
         # The text-only baselines of every cell, on the full task (the majority rule ranks letters over it).
         shortcuts = shortcut_correct([s for task in self.prepared.tasks for s in task.loaded.samples])

@@ -93,3 +93,22 @@ def test_the_check_sees_every_way_a_module_can_cross(tmp_path: Path) -> None:
         "adapters -> medmim_eval.tasks",
         "dataset_builders -> medmim_eval.adapters.openai_plugin",
     ])
+
+
+def imports_of(path: Path) -> set[str]:
+    name, is_package = module_name(path, ROOT)
+    package = name if is_package else name[:-1]
+    return {t for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) for t in imported_modules(node, package)}
+
+
+def test_the_views_stack_without_a_cycle() -> None:
+    """view_model <- exports <- leaderboard: the renderers never reach back up to the leaderboard (or
+    a command), and the view model reaches neither."""
+    def reaching(path: Path, banned: tuple[str, ...]) -> list[str]:
+        return sorted(t for t in imports_of(path) if t.startswith(banned))
+
+    exports = sorted((ROOT / CORE / "exports").rglob("*.py"))
+    assert exports
+    found = {str(p.relative_to(ROOT)): reaching(p, ("medmim_eval.leaderboard", "medmim_eval.cli")) for p in exports}
+    assert {k: v for k, v in found.items() if v} == {}
+    assert reaching(ROOT / CORE / "view_model.py", ("medmim_eval.leaderboard", "medmim_eval.exports")) == []
