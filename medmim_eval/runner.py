@@ -19,7 +19,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from medmim_eval.adapter import AdapterContext, ModelAdapter, PreparesForTask, ReportsCost, contract_problem
+from medmim_eval.adapter import (AdapterContext, ModelAdapter, ModelSpec, PreparesForTask, ReportsCost,
+                                 contract_problem)
 from medmim_eval.cache import ImageHasher, ResponseCache
 from medmim_eval.cell_runner import CellContext, CellRunner
 from medmim_eval.distributed import DistributedError, RankGroup, RankInfo, failure_message
@@ -41,7 +42,7 @@ from medmim_eval.records import (
 from medmim_eval.registry import AdapterEntry
 from medmim_eval.run_reader import RunDirectory
 from medmim_eval.run_setup import PreparedRun, PreparedTask
-from medmim_eval.schema import ModelInfo, Results, Sample, SampleRecord, TaskInfo
+from medmim_eval.schema import ModelInfo, Results, RunManifest, Sample, SampleRecord, TaskInfo
 from medmim_eval.scoring import aggregate, aggregate_by_source, finish_pending
 from medmim_eval.shortcuts import shortcut_correct
 from medmim_eval.stats import BootstrapSettings
@@ -172,7 +173,7 @@ class Runner:
                         self.scorer.ensure_ready()
                         return
 
-    def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
+    def _start(self) -> tuple[RunManifest, dict[tuple[str, str], SampleRecord]]:
         """Records so far and the manifest with this invocation (written by rank 0 only)."""
         options = self.prepared.options
         existing = self._existing if self._existing is not None else self._load_records()
@@ -195,7 +196,7 @@ class Runner:
             self.cache = ResponseCache(options.cache_dir / CACHE_FILE)
         return manifest, existing
 
-    def _write_manifest(self, manifest: Any) -> None:
+    def _write_manifest(self, manifest: RunManifest) -> None:
         if self.group.is_main:
             write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
 
@@ -286,7 +287,7 @@ class Runner:
                 store.rewrite(latest.values())
         self._final = list(latest.values())
 
-    def _finish(self, manifest: Any, status: str) -> None:
+    def _finish(self, manifest: RunManifest, status: str) -> None:
         """``results.json`` from every record, and the invocation's end in the manifest."""
         final = self._final if self._final is not None else list(RunDirectory(self.run_dir).records().values())
         bootstrap = BootstrapSettings(seed=self.prepared.options.seed)
@@ -302,8 +303,8 @@ class Runner:
         manifest.invocations[-1].status = status
         write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
 
-    async def _run_model(self, spec: Any, entry: AdapterEntry, existing: dict[tuple[str, str], SampleRecord],
-                         manifest: Any) -> None:
+    async def _run_model(self, spec: ModelSpec, entry: AdapterEntry, existing: dict[tuple[str, str], SampleRecord],
+                         manifest: RunManifest) -> None:
         options = self.prepared.options
         group = self.group
         context = AdapterContext(seed=options.seed, settings=options.settings)
@@ -375,7 +376,7 @@ class Runner:
         self.summary.model_failures[model_id] = str(exc)
         self._say(f"error: model '{model_id}' could not be loaded: {exc}")
 
-    def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: Any) -> None:
+    def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: RunManifest) -> None:
         """API adapters that price their tokens (``cost_usd()``) get an estimate in the manifest."""
         value = adapter.cost_usd() if isinstance(adapter, ReportsCost) else None
         if value is None:

@@ -14,6 +14,7 @@ from medmim_eval.schema import ResultCell
 from medmim_eval.stats import chance_normalised
 
 if TYPE_CHECKING:
+    from medmim_eval.control_view import ControlReport
     from medmim_eval.paper_table import PaperTable
     from medmim_eval.paper_view import PaperMatches
 
@@ -263,7 +264,7 @@ class LeaderboardView:
     paper_matches: "PaperMatches | None" = None
     with_paper: bool = False
     vs_paper: bool = False
-    controls: Any = None  # a medmim_eval.control_view.ControlReport with ``--controls``
+    controls: "ControlReport | None" = None  # with ``--controls``
     shortcuts: bool = False
 
     @property
