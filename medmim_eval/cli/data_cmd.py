@@ -61,8 +61,10 @@ def status(ctx: click.Context, data_dir: Path | None) -> None:
             folders = sorted({f for s in samples for f in [source_of(s.metadata.get('source_tag', ''))[1]] if f
                               and any(p in check.missing for p in s.image_paths)})
             needed.update(folders)
-            click.echo(f"{'':<22} missing images come from: {', '.join(folders)}; "
-                       f"builder: medmim-eval data build {builder}" if builder else "")
+            if folders or builder:
+                where = ", ".join(folders) or "the task's own image folder"
+                click.echo(f"{'':<22} missing images come from: {where}"
+                           + (f"; builder: medmim-eval data build {builder}" if builder else ""))
     if needed:
         click.echo("\nwhere to get what is missing:")
         for name in sorted(needed):
