@@ -21,10 +21,10 @@ from medmim_eval.schema import ModelError, PromptRecord, Sample, SampleRecord
 from medmim_eval.scoring import score_answer_explained
 
 if TYPE_CHECKING:
+    from medmim_eval.metrics import OpenScorer
     from medmim_eval.progress import RunDisplay
     from medmim_eval.records import RecordStore
     from medmim_eval.runner import RunSummary
-    from medmim_eval.metrics import OpenScorer
 
 
 @dataclass
