@@ -16,6 +16,8 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from medmim_eval.adapter import GenerationRequest, GenerationResult, GenerationSettings
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError
+from medmim_eval.images import load_llava_padded, load_rgb, pad_to_square  # noqa: F401  (moved to the core)
+from medmim_eval.model_inputs import idefics2_inputs  # noqa: F401  (moved to the core)
 from medmim_eval.prompt_formats import PromptFormat
 from medmim_eval.schema import Sample
 
@@ -120,79 +122,6 @@ def checkpoint_fingerprint(adapter: str, folder: Path, lineage: dict[str, Any] |
     if lineage is not None:
         out["lineage"] = lineage
     return out
-
-
-# --- images ------------------------------------------------------------------------------------
-def load_llava_padded(path: str, image_mean: Sequence[float] | None) -> tuple[Any, str | None]:
-    """The image at ``path`` padded to a square as LLaVA's ``process_images`` pads it
-    (``image_aspect_ratio: pad``), then RGB: a grey image is padded in grey with
-    ``int(255 * mean(image_mean))``, a colour one with ``int(255 * m)`` per channel (truncated, as
-    LLaVA does), the image centred (LLaVA-Med's own copy jitters by 0 or 1 px at random; we keep
-    the lower offset, which is upstream LLaVA's)."""
-    from PIL import Image
-
-    from medmim_eval.adapters.image_payload import to_8bit
-
-    mean = list(image_mean or [0.5, 0.5, 0.5])
-    with Image.open(path) as image:
-        image.load()
-        pixels, note = to_8bit(image)
-    if pixels.width != pixels.height:
-        colour: Any = (int(255 * sum(mean) / len(mean)) if pixels.mode == "L"
-                       else tuple(int(float(m) * 255) for m in mean))
-        pixels = pad_to_square(pixels, colour)
-        note = ", ".join(filter(None, [note, f"padded to {pixels.width}x{pixels.height} with the mean colour"]))
-    return pixels.convert("RGB"), note
-
-
-def pad_to_square(image: Any, colour: tuple[int, ...]) -> Any:
-    """``image`` centred on a square canvas of ``colour`` (LLaVA's ``image_aspect_ratio: pad``)."""
-    from PIL import Image
-
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new(image.mode, (side, side), colour)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
-
-
-def load_rgb(path: str) -> tuple[Any, str | None]:
-    """The image at ``path`` as 8-bit RGB and a note when converting it lost something."""
-    from PIL import Image
-
-    from medmim_eval.adapters.image_payload import to_8bit
-
-    with Image.open(path) as image:
-        image.load()
-        pixels, note = to_8bit(image)
-        return pixels.convert("RGB"), note
-
-
-def idefics2_inputs(processor: Any, texts: list[str], images: list[list[Any]] | None, add_special_tokens: bool,
-                    padding: bool = True) -> Any:
-    """An Idefics2 processor's output (tensors), the text expanded as Mantis's Idefics2 processor
-    expands it (``mantis/models/idefics2_delta``, which Mantis-8B-Idefics2 was trained with): each
-    ``<image>`` -> ``<fake_token_around_image>`` + ``image_seq_len`` x ``<image>`` (x5 when splitting)
-    + ``<fake_token_around_image>``, doubled fake tokens merged, and nothing else. (transformers 5's
-    processor also puts a space between an image and a word right after it, one token more.)
-    Raises ValueError when a prompt's ``<image>`` count differs from its image count."""
-    from transformers import BatchFeature
-
-    fake = str(getattr(processor.fake_image_token, "content", processor.fake_image_token))
-    token = str(getattr(processor.image_token, "content", processor.image_token))
-    expanded_image = (fake + token * processor.image_seq_len + fake) * (
-        5 if processor.image_processor.do_image_splitting else 1)
-    if images is not None and [t.count(token) for t in texts] != [len(i) for i in images]:
-        raise ValueError(f"the text has {[t.count(token) for t in texts]} {token} tokens for "
-                         f"{[len(i) for i in images]} images")
-    expanded = [t.replace(token, expanded_image).replace(fake + fake, fake) for t in texts]
-    data = dict(processor.tokenizer(expanded, add_special_tokens=add_special_tokens, padding=padding,
-                                    return_tensors="pt"))
-    if images is not None:
-        data.update(processor.image_processor(images, return_tensors="pt"))
-    return BatchFeature(data)
 
 
 def check_image_count(sample: Sample, max_images: int, model_id: str) -> None:

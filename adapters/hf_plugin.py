@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from medmim_eval.adapters.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
+from medmim_eval.prompt_formats import default_format  # noqa: F401  (moved to the core; kept importable here)
 from medmim_eval.registry import AdapterEntry
 
 INSTALL_HINT = "the hf backend (torch, transformers) is not installed: pip install 'medmim-eval[hf]'"
@@ -56,16 +57,6 @@ def _config(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def default_format(folder: Path) -> str:
-    """The prompt format a LLaVA checkpoint declares or implies (see the module docstring)."""
-    config = _config(folder)
-    declared = config.get("medmim_prompt_format")
-    if isinstance(declared, str) and declared:
-        return declared
-    text = config.get("text_config") or {}
-    return "llava_med_mistral" if text.get("model_type") == "mistral" else "mantis_llama3"
 
 
 def option_problem(options: dict[str, str], adapter: str = "hf-llava") -> str | None:

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from medmim_eval.images import to_8bit  # noqa: F401  (moved to the core; kept importable here)
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
@@ -38,7 +40,6 @@ DEFAULT_JPEG_QUALITY = 90
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 MIME_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 FAITHFUL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA"}
-_HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 @dataclass(frozen=True)
@@ -73,31 +74,6 @@ def target_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
         return size
     scale = max_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def to_8bit(image: "PILImage") -> tuple["PILImage", str | None]:
-    """``image`` in a mode JPEG can hold (L or RGB), and a note when the conversion lost something."""
-    from PIL import Image
-
-    mode = image.mode
-    if mode in _HIGH_DEPTH_MODES:
-        import numpy as np
-
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-        grey = Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L")
-        return grey, f"{mode} scaled min-max ({low:g}..{high:g}) to 8-bit"
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        flat_mode = "L" if mode == "LA" else "RGB"
-        rgba = image.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert(flat_mode), f"{mode} alpha composited on black"
-    if mode in ("L", "RGB"):
-        return image, None
-    if mode == "1":
-        return image.convert("L"), None
-    return image.convert("RGB"), (None if mode == "P" else f"{mode} converted to RGB")
 
 
 def encode_image(path: str, max_side: int | None = DEFAULT_MAX_SIDE,

@@ -4,11 +4,14 @@ Imported by every command: it imports neither vllm nor openai (the checks only l
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from medmim_eval.adapters.model_registry import MODEL_ENTRIES
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
+
+if TYPE_CHECKING:
+    import click
 
 
 @hookimpl
@@ -43,3 +46,11 @@ def register_adapters(register: Callable[[object], None]) -> None:
     )
     for entry in MODEL_ENTRIES:
         register(entry)
+
+
+@hookimpl
+def register_commands(cli: "click.Group") -> None:
+    """Adds ``medmim-eval serve``: one vLLM server for a model, shared between runs."""
+    from medmim_eval.adapters.vllm_serve_cmd import serve
+
+    cli.add_command(serve)

@@ -1,6 +1,6 @@
 """``composed``: multi-image samples composed from single-image LLaVA-Med VQA-style data.
 
-Raw format (DATA.md): a JSON array of ``{"id", "image", "conversations": [{"from": "human"|"gpt",
+Raw format (docs/task-format.md, "Raw datasets"): a JSON array of ``{"id", "image", "conversations": [{"from": "human"|"gpt",
 "value"}...]}`` with ``<image>`` at the start or end of the first human turn. ``--source`` is that
 JSON file (images under ``--option images=DIR``, default the file's folder) or a folder holding
 exactly one such JSON file (or ``--option file=NAME``) and the images.

@@ -7,7 +7,7 @@ and a fixed description of the problem, never an exception's text, which may quo
 pydicom's own warnings and log records are silenced while a file is read or converted, for the
 same reason.
 
-Conversion (DATA.md): the modality LUT (rescale slope/intercept or a Modality LUT), then
+Conversion (docs/task-format.md, "Raw datasets"): the modality LUT (rescale slope/intercept or a Modality LUT), then
 ``pydicom.pixels.apply_voi_lut`` (a VOI LUT, else window centre/width; float output), MONOCHROME1
 inverted here (``apply_voi_lut`` does not), then scaled to 0-255: a VOI transform's output range
 maps to 0-255 as the standard says, pixels without one are min-max scaled. Colour images (RGB,

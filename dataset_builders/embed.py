@@ -1,6 +1,6 @@
 """``embed``: EMBED mammograms — CC+MLO BI-RADS reasoning, view co-reference, temporal forecasting.
 
-Raw data (DATA.md): ``EMBED_OpenData_clinical.csv`` (one row per finding: ``empi_anon, acc_anon,
+Raw data (docs/task-format.md, "Raw datasets"): ``EMBED_OpenData_clinical.csv`` (one row per finding: ``empi_anon, acc_anon,
 asses, side, age_at_study``...) and ``EMBED_OpenData_metadata.csv`` (one row per file:
 ``empi_anon, acc_anon, anon_dicom_path, ViewPosition, ImageLateralityFinal``, optionally
 ``FinalImageType``, ``spot_mag``), joined on ``empi_anon`` + ``acc_anon`` and then laterality: a

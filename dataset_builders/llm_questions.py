@@ -36,8 +36,8 @@ from pathlib import Path
 from string import Template
 from typing import Any, Callable
 
-from medmim_eval.adapters.openai_plugin import OPENAI_BASE_URL, host_of, is_local_url
 from medmim_eval.dataset_builders.question_templates import Draft
+from medmim_eval.endpoints import OPENAI_BASE_URL, host_of, is_local_url
 from medmim_eval.errors import MedmimError, MissingBackendError
 
 PROMPTS = "medmim_eval.dataset_builders.prompts"

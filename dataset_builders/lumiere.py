@@ -1,6 +1,6 @@
 """``lumiere``: glioblastoma MRI — sequence co-reference, pre/post-operative comparison, PD vs SD.
 
-Raw data (DATA.md): ``LUMIERE-ExpertRating-v202211.csv`` with ``Patient``, ``Date`` (``week-044``,
+Raw data (docs/task-format.md, "Raw datasets"): ``LUMIERE-ExpertRating-v202211.csv`` with ``Patient``, ``Date`` (``week-044``,
 ``week-000-1``: a second scan in the same week) and a long RANO rating column. Its exact header
 is unverified, so the rating column is found by name: the one header containing "rating" but not
 "rationale" (preferring one that also says "RANO"); a header containing "rationale" is the

@@ -1,6 +1,6 @@
 """``ms-cxr-t``: previous/current chest X-ray pairs with the progression of five findings.
 
-Raw data (DATA.md): ``MS_CXR_T_temporal_image_classification_v1.0.0.csv`` with ``subject_id,
+Raw data (docs/task-format.md, "Raw datasets"): ``MS_CXR_T_temporal_image_classification_v1.0.0.csv`` with ``subject_id,
 study_id, dicom_id, previous_study_id, previous_dicom_id`` and ``<finding>_progression`` for
 consolidation, edema, pleural_effusion, pneumonia and pneumothorax, each improving, stable,
 worsening or empty; plus the MIMIC-CXR images, DICOM (``.dcm``) or MIMIC-CXR-JPG (``.jpg``), in

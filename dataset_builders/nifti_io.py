@@ -1,6 +1,6 @@
 """NIfTI volume -> 2-D axial 8-bit PIL image (nibabel), with orientation handled explicitly.
 
-Conventions (DATA.md): the volume is reoriented with ``nibabel.as_closest_canonical`` to RAS+
+Conventions (docs/task-format.md, "Raw datasets"): the volume is reoriented with ``nibabel.as_closest_canonical`` to RAS+
 (first axis towards the patient's Right, second Anterior, third Superior), so ``data[:, :, k]``
 is an axial slice whatever the file's own voxel order; ``np.rot90`` turns it for display:
 anterior at the top and the patient's left on the image's left (neurological convention).

@@ -3,7 +3,7 @@
 Contract: :func:`read_vqa_rad` returns one :class:`RadQA` per question-answer pair of the chosen
 split, in file order, or raises ``DataError`` naming the raw file and the item (0-based index and
 ``qid``) — a missing field, an unknown ``answer_type``/``phrase_type``, an empty answer, or an
-image listed but absent from the image folder. Quirks handled (see DATA.md): ``answer_type``
+image listed but absent from the image folder. Quirks handled (see docs/task-format.md, "Raw datasets"): ``answer_type``
 ``"CLOSED "`` with a trailing space, numeric ``answer`` values, ``qid`` as int or string,
 ``question_type`` values such as ``"PRES, POS"`` (the first type counts), ``"Other"`` and the
 typos ``"ATRIB"``/``"PRSE"``.

@@ -1,13 +1,18 @@
 """The adapter contract: what a model must provide to be evaluated.
 
 An adapter is any object satisfying :class:`ModelAdapter`. Capabilities are data, not subclasses:
-the runner reads them to decide batching, concurrency, caching and image checks.
+the runner reads them to decide batching, concurrency, caching and image checks. Three optional
+parts, each its own Protocol, are used when present: :class:`PreparesForTask` (``prepare``),
+:class:`ReportsCost` (``cost_usd``) and :class:`SentOnError` (an exception saying what was sent).
+The runner checks an adapter against :class:`ModelAdapter` as soon as its factory returns it
+(:func:`contract_problem`), and every ``generate`` result (:func:`result_problem`); a breach is a
+:class:`~medmim_eval.errors.ContractError` naming the plugin, never a per-sample error.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 from medmim_eval.errors import MedmimError
 from medmim_eval.schema import Prompt, PromptRecord, Sample
@@ -25,6 +30,11 @@ class Capabilities:
         max_concurrency: ``generate`` calls that may run at once.
         needs_gpu: informational; shown by ``list adapters``.
         cacheable: answers may be served from the response cache (off for instant baselines).
+            The cache key is the adapter's ``fingerprint()``, the sample (text and image bytes)
+            and the generation settings; nothing else. So an adapter whose answers can change
+            for any other reason (its code, a prompt template, a server-side model) must put that
+            into ``fingerprint()`` (a version string it bumps is enough), or set ``cacheable=False``;
+            otherwise a rerun silently serves the old answers.
     """
 
     max_images: int = 3
@@ -71,7 +81,18 @@ class ModelAdapter(Protocol):
 
     ``generate`` receives up to ``capabilities.batch_size`` requests and returns one item per
     request, in order: a :class:`GenerationResult`, or an exception for a request that failed
-    (recorded as an error, never as a wrong answer). Raising fails the whole batch.
+    (recorded as an error, never as a wrong answer). Raising fails the whole batch. Returning a
+    list of another length, or an item of another type (a ``str``), is a contract error.
+
+    A request holds ``sample`` (a :class:`~medmim_eval.schema.Sample`: ``sample.prompt.parts``, the
+    text and image parts in order, ``sample.prompt.images[i].path``, ``sample.kind`` ``closed`` or
+    ``open``, ``sample.options`` letter -> text, ``{}`` for an open question) and ``settings``.
+
+    ``fingerprint()`` returns the model's identity (name, checkpoint, weight hashes, settings that
+    change answers, a version of the adapter's own code); it is the cache key's model part, so
+    change it whenever the same sample could get a different answer (see ``Capabilities.cacheable``).
+    ``aclose()`` frees what the adapter holds (servers, workers, GPU memory); it is always called.
+    The whole contract, optional parts included: docs/adapter-contract.md.
     """
 
     model_id: str
@@ -86,6 +107,63 @@ class ModelAdapter(Protocol):
 
     async def aclose(self) -> None:
         ...
+
+
+@runtime_checkable
+class PreparesForTask(Protocol):
+    """Optional: ``prepare(task, samples)`` is called once per task before its samples are sent
+    (with every sample of the task, also those already done), e.g. to build few-shot context."""
+
+    def prepare(self, task: str, samples: Sequence[Sample]) -> None: ...
+
+
+@runtime_checkable
+class ReportsCost(Protocol):
+    """Optional: ``cost_usd()`` is the estimated API cost of this invocation (list prices), or None
+    when unknown; the runner adds it to the manifest's ``estimated_cost_usd`` and prints it."""
+
+    def cost_usd(self) -> Optional[float]: ...
+
+
+@runtime_checkable
+class SentOnError(Protocol):
+    """Optional, for exceptions returned by ``generate``: ``sent`` says what reached the model before
+    the request failed; the error record keeps it."""
+
+    sent: Optional[PromptRecord]
+
+
+REQUIRED_METHODS = ("fingerprint", "generate", "aclose")
+CAPABILITY_FIELDS = tuple(Capabilities.__dataclass_fields__)
+
+
+def contract_problem(adapter: object) -> str | None:
+    """What ``adapter`` lacks of :class:`ModelAdapter` (one phrase naming the member), or None."""
+    for name in REQUIRED_METHODS:
+        member = getattr(adapter, name, None)
+        if not callable(member):
+            return f"has no {name}() method (the adapter Protocol needs fingerprint, generate and aclose)"
+    capabilities = getattr(adapter, "capabilities", None)
+    if capabilities is None:
+        return "has no capabilities attribute (a medmim_eval.adapter.Capabilities)"
+    lacking = [name for name in CAPABILITY_FIELDS if not hasattr(capabilities, name)]
+    if lacking:
+        return (f"capabilities ({type(capabilities).__name__}) has no {', '.join(lacking)}; use "
+                "medmim_eval.adapter.Capabilities")
+    return None
+
+
+def result_problem(results: object, n_requests: int) -> str | None:
+    """Why ``results`` is not a valid return of ``generate`` for ``n_requests`` requests, or None."""
+    if not isinstance(results, (list, tuple)):
+        return f"generate returned {type(results).__name__}, not a list of {n_requests} result(s)"
+    if len(results) != n_requests:
+        return f"generate returned {len(results)} result(s) for {n_requests} request(s)"
+    for index, item in enumerate(results):
+        if not isinstance(item, (GenerationResult, BaseException)):
+            return (f"generate returned a {type(item).__name__} for request {index + 1}; each item must be a "
+                    "GenerationResult or an exception")
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,63 @@
-"""One model on one task's pending samples: batches, concurrency, the response cache, one record per sample."""
+"""One model on one task's pending samples: batches, concurrency, the response cache, one record per sample.
+
+A cell sees its run only through a :class:`CellContext`. A ``generate`` that breaks the adapter
+contract (a wrong number of results, an item that is neither a result nor an exception) raises
+:class:`~medmim_eval.errors.ContractError` naming the plugin and adapter; nothing of that batch is
+recorded, so it is never retried as if it were a model's error.
+"""
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from medmim_eval.adapter import GenerationRequest, GenerationResult, ModelAdapter
-from medmim_eval.cache import cache_key
-from medmim_eval.errors import TooFewImagesError, TooManyImagesError
+from medmim_eval.adapter import GenerationRequest, GenerationResult, GenerationSettings, ModelAdapter, result_problem
+from medmim_eval.cache import ImageHasher, ResponseCache, cache_key
+from medmim_eval.errors import ContractError, TooFewImagesError, TooManyImagesError
 from medmim_eval.flags import has_too_many_images
 from medmim_eval.manifest import now
 from medmim_eval.schema import ModelError, PromptRecord, Sample, SampleRecord
 from medmim_eval.scoring import score_answer_explained
 
 if TYPE_CHECKING:
-    from medmim_eval.runner import Runner
+    from medmim_eval.metrics import OpenScorer
+    from medmim_eval.progress import RunDisplay
+    from medmim_eval.records import RecordStore
+    from medmim_eval.runner import RunSummary
+
+
+@dataclass
+class CellContext:
+    """What a cell uses of its run: settings, where records and cached answers go, the scorer,
+    the counters and display it advances, and who the adapter is (for contract errors)."""
+
+    settings: GenerationSettings
+    concurrency: int | None
+    store: "RecordStore"
+    scorer: "OpenScorer"
+    summary: "RunSummary"
+    display: "RunDisplay"
+    hasher: ImageHasher
+    cache: ResponseCache | None = None
+    plugin: str = ""
+    adapter_name: str = ""
 
 
 class CellRunner:
     """Evaluates one model on one task's pending samples."""
 
-    def __init__(self, runner: "Runner", adapter: ModelAdapter, fingerprint: dict[str, Any],
+    def __init__(self, context: CellContext, adapter: ModelAdapter, fingerprint: dict[str, Any],
                  previous: dict[str, SampleRecord]) -> None:
-        self.runner, self.adapter, self.fingerprint, self.previous = runner, adapter, fingerprint, previous
+        self.context, self.adapter, self.fingerprint, self.previous = context, adapter, fingerprint, previous
 
     async def run(self, pending: list[Sample]) -> None:
+        """Every batch of ``pending``, ``max_concurrency`` at a time. Raises ContractError (the other
+        batches in flight cancelled) when the adapter breaks its contract."""
         caps = self.adapter.capabilities
         size = max(1, caps.batch_size)
         batches = [pending[i:i + size] for i in range(0, len(pending), size)]
-        limit = self.runner.prepared.options.concurrency
+        limit = self.context.concurrency
         workers = max(1, min(limit, caps.max_concurrency) if limit else caps.max_concurrency)
         queue: asyncio.Queue[list[Sample]] = asyncio.Queue()
         for batch in batches:
@@ -38,11 +67,18 @@ class CellRunner:
             while not queue.empty():
                 await self._run_batch(queue.get_nowait())
 
-        await asyncio.gather(*(worker() for _ in range(min(workers, len(batches)) or 1)))
+        running = [asyncio.ensure_future(worker()) for _ in range(min(workers, len(batches)) or 1)]
+        try:
+            await asyncio.gather(*running)
+        except BaseException:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
 
     async def _run_batch(self, batch: list[Sample]) -> None:
-        runner = self.runner
-        settings = runner.prepared.options.settings
+        ctx = self.context
+        settings = ctx.settings
         outputs: dict[str, GenerationResult | BaseException] = {}
         from_cache: set[str] = set()
         keys: dict[str, str] = {}
@@ -52,13 +88,13 @@ class CellRunner:
                 outputs[sample.key] = TooManyImagesError(len(sample.images), limit, self.adapter.model_id)
             elif len(sample.images) < least:  # e.g. @noimage for a model that needs an image
                 outputs[sample.key] = TooFewImagesError(len(sample.images), least, self.adapter.model_id)
-        use_cache = runner.cache is not None and self.adapter.capabilities.cacheable
+        use_cache = ctx.cache is not None and self.adapter.capabilities.cacheable
         if use_cache:
             for sample in batch:
                 if sample.key in outputs:
                     continue
-                keys[sample.key] = cache_key(self.fingerprint, sample, settings, runner.hasher)
-                hit = runner.cache.get(keys[sample.key])  # type: ignore[union-attr]
+                keys[sample.key] = cache_key(self.fingerprint, sample, settings, ctx.hasher)
+                hit = ctx.cache.get(keys[sample.key])  # type: ignore[union-attr]
                 if hit is not None:
                     outputs[sample.key] = hit
                     from_cache.add(sample.key)
@@ -68,10 +104,14 @@ class CellRunner:
             requests = [GenerationRequest(sample=s, settings=settings) for s in misses]
             try:
                 results = await self.adapter.generate(requests)
-                if len(results) != len(requests):
-                    raise RuntimeError(f"adapter returned {len(results)} answers for {len(requests)} prompts")
             except Exception as exc:  # the batch failed; each sample records the error
                 results = [exc] * len(requests)
+            else:
+                problem = result_problem(results, len(requests))
+                if problem is not None:
+                    raise ContractError(f"plugin '{ctx.plugin}', adapter '{ctx.adapter_name}' (model "
+                                        f"'{self.adapter.model_id}'): {problem}; nothing of this batch was "
+                                        "recorded. This is a bug in the plugin; a rerun cannot fix it")
             for sample, result in zip(misses, results):
                 outputs[sample.key] = result
         latency = (time.perf_counter() - started) / max(1, len(misses))
@@ -85,15 +125,15 @@ class CellRunner:
             elif record.error is not None:
                 errors += 1
             elif use_cache and sample.key not in from_cache and isinstance(result, GenerationResult):
-                runner.cache.put(keys[sample.key], result)  # type: ignore[union-attr]
-            runner.store.append(record)
+                ctx.cache.put(keys[sample.key], result)  # type: ignore[union-attr]
+            ctx.store.append(record)
         if use_cache:
-            runner.cache.commit()  # type: ignore[union-attr]
-        runner.summary.computed += len(batch) - len(from_cache)
-        runner.summary.from_cache += len(from_cache)
-        runner.summary.errors += errors
-        runner.summary.too_many_images += flagged
-        runner.display.advance(len(batch), errors)
+            ctx.cache.commit()  # type: ignore[union-attr]
+        ctx.summary.computed += len(batch) - len(from_cache)
+        ctx.summary.from_cache += len(from_cache)
+        ctx.summary.errors += errors
+        ctx.summary.too_many_images += flagged
+        ctx.display.advance(len(batch), errors)
 
     def _record(self, sample: Sample, result: GenerationResult | BaseException, latency: float) -> SampleRecord:
         base = dict(
@@ -110,8 +150,8 @@ class CellRunner:
             error = ModelError(type=type(result).__name__, message=message[0] if message else "", attempts=attempts)
             sent = getattr(result, "sent", None)  # what the adapter sent, when its exception says so
             return SampleRecord(**base, error=error, sent=sent if isinstance(sent, PromptRecord) else None)
-        extracted, correct, scores, how = score_answer_explained(sample, result.text, self.runner.scorer)
-        pending = self.runner.scorer.pending_components(result.text) if sample.kind == "open" else []
+        extracted, correct, scores, how = score_answer_explained(sample, result.text, self.context.scorer)
+        pending = self.context.scorer.pending_components(result.text) if sample.kind == "open" else []
         return SampleRecord(
             **base, sent=result.sent, output=result.text, extracted=extracted, correct=correct,
             options=dict(sample.options) if sample.kind == "closed" else None, extraction=how,

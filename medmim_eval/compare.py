@@ -20,19 +20,16 @@ Gate semantics (also the exit status of ``medmim-eval compare``):
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from dataclasses import replace, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from medmim_eval.compare_stats import CellComparison, CompareSettings, compare_cell
 from medmim_eval.errors import MedmimError
-from medmim_eval.manifest import REPORTING_ONLY, read_manifest
-from medmim_eval.records import RESULTS_FILE, RecordStore
-from medmim_eval.schema import Results, SampleRecord
+from medmim_eval.manifest import REPORTING_ONLY
+from medmim_eval.run_reader import RunDirectory
+from medmim_eval.schema import SampleRecord
 
 OVERALL = "overall"
 Status = Literal["pass", "regression", "not comparable"]
@@ -167,25 +164,24 @@ def load_run(path: Path, role: str) -> RunRecords:
     if not path.is_dir():
         what = "is a file, not a folder" if path.exists() else "does not exist"
         raise MedmimError(f"{role} run directory {path} {what}; pass the -o folder of a `medmim-eval run`")
-    store = RecordStore(path)
-    if not store.path.exists():
+    run = RunDirectory(path)
+    if not run.has_records:
         raise MedmimError(f"{path}: no samples.jsonl; compare needs the per-sample records of a `medmim-eval run` output folder")
-    records = store.load(repair=False)
+    records = run.records()
     if not records:
-        raise MedmimError(f"{store.path} holds no records; run the evaluation first")
-    notes = [f"{role} {store.path}: {line}" for line in store.dropped_lines]
-    manifest = read_manifest(path)
+        raise MedmimError(f"{run.store.path} holds no records; run the evaluation first")
+    notes = [f"{role} {run.store.path}: {line}" for line in run.dropped_lines]
+    manifest = run.manifest()
     metrics = manifest.metrics if manifest is not None and manifest.metrics else None
     run_id = manifest.run_id if manifest is not None else None
-    results_path = path / RESULTS_FILE
-    if metrics is None and results_path.exists():
+    if metrics is None and run.results_path.exists():
         try:
-            results = Results.model_validate(json.loads(results_path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, ValidationError, UnicodeDecodeError):
-            notes.append(f"{role} {results_path}: unreadable, ignored")
+            results = run.results()
+        except MedmimError:
+            notes.append(f"{role} {run.results_path}: unreadable, ignored")
         else:
-            metrics = results.metrics or None
-            run_id = run_id or results.run_id
+            metrics = (results.metrics if results else None) or None
+            run_id = run_id or (results.run_id if results else None)
     return RunRecords(role=role, path=path, run_id=run_id, records=records, metrics=metrics, notes=notes)
 
 

@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 from medmim_eval.compare_stats import paired_delta_ci
 from medmim_eval.controls import CONTROLS, IMAGE_REMOVING, POSITION_RULE, POSITION_RULE_VERSION, base_key, base_task
-from medmim_eval.manifest import read_manifest
-from medmim_eval.records import RecordStore
+from medmim_eval.run_reader import RunDirectory
 from medmim_eval.schema import SampleRecord
 from medmim_eval.stats import BootstrapSettings, chance_level, cluster_bootstrap_ci
 
@@ -103,9 +102,10 @@ def pooled_records(run_dirs: list[Path]) -> tuple[dict[tuple[str, str], SampleRe
     records: dict[tuple[str, str], SampleRecord] = {}
     seed = None
     for run_dir in run_dirs:
-        manifest = read_manifest(run_dir)
+        run = RunDirectory(run_dir)
+        manifest = run.manifest()
         seed = seed if seed is not None else (manifest.seed if manifest else 0)
-        records.update(RecordStore(run_dir).load(repair=False))
+        records.update(run.records())
     return records, seed or 0
 
 

@@ -20,6 +20,12 @@ class PluginError(MedmimError):
     """A plugin that failed to load or registered something invalid."""
 
 
+class ContractError(MedmimError):
+    """A plugin broke the contract it implements (an adapter without ``aclose``, a ``generate`` that
+    returned fewer results than requests or a ``str`` instead of a result). A bug in the plugin,
+    which a rerun cannot fix: the message names the plugin and what it got wrong."""
+
+
 class MissingBackendError(MedmimError):
     """An adapter's optional backend is not installed; the message names the extra."""
 

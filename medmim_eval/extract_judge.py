@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from medmim_eval.adapter import (AdapterContext, GenerationRequest, GenerationResult, GenerationSettings, ModelSpec,
-                                 parse_model_specs)
+                                 contract_problem, parse_model_specs)
 from medmim_eval.cache import ResponseCache
-from medmim_eval.errors import MedmimError
+from medmim_eval.errors import ContractError, MedmimError
 from medmim_eval.plugins import PluginHost
 from medmim_eval.schema import UNPARSEABLE, JudgeRecord, Prompt, Sample, SampleRecord, TextPart, content_hash
 
@@ -178,6 +178,10 @@ class ExtractionJudge:
         entry = host.adapters.get(spec.spec.adapter)
         context = AdapterContext(seed=JUDGE_SETTINGS.seed, settings=JUDGE_SETTINGS)
         self.adapter = entry.load_factory()(spec.spec.target, spec.spec.option_dict, context)
+        problem = contract_problem(self.adapter)
+        if problem is not None:
+            raise ContractError(f"plugin '{host.adapters.owners.get(entry.name, '')}', adapter '{entry.name}' (the "
+                                f"extraction judge): the adapter its factory returned {problem}")
         self.adapter.model_id = spec.name
         self.fingerprint = self.adapter.fingerprint()
 

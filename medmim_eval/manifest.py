@@ -19,6 +19,7 @@ from medmim_eval.errors import MedmimError, os_error_reason
 from medmim_eval.extract import EXTRACTION_RULE_VERSION
 from medmim_eval.plugins import PluginHost
 from medmim_eval.records import MANIFEST_FILE
+from medmim_eval.run_reader import read_manifest  # noqa: F401  (the one reader; importable from here as before)
 from medmim_eval.schema import (
     Invocation,
     ModelInfo,
@@ -86,20 +87,6 @@ def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
     if isinstance(definition.get("extraction_judge"), dict):
         out["extraction_judge"] = {k: v for k, v in definition["extraction_judge"].items() if k != "endpoint"}
     return out
-
-
-def read_manifest(run_dir: Path) -> RunManifest | None:
-    path = run_dir / MANIFEST_FILE
-    if not path.exists():
-        return None
-    try:
-        return RunManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
-        reason = os_error_reason(exc) if isinstance(exc, OSError) else type(exc).__name__
-        raise MedmimError(
-            f"{path}: not a readable run manifest ({reason}); "
-            "use another --output or move the file away"
-        ) from None
 
 
 def start_manifest(run_dir: Path, argv: list[str], seed: int, generation: dict[str, object], host: PluginHost,

@@ -2,9 +2,10 @@
 
 Each file is a JSON array of ``{"id", "images", "conversation", "source"}`` items with one user
 and one assistant turn. Closed items list options as ``\\nA: text`` lines and answer
-``"<Letter>: <text>"``. Quirks of the release handled here (see DATA.md): options separated by
-``"  \\n"`` without a trailing newline, a stray ``"`` after the question mark in ODIR prompts,
-ids reused across items (so keys use file, index and a content hash).
+``"<Letter>: <text>"``. Every rule enforced here is listed in docs/task-format.md, with the quirks
+of the release handled here: options separated by ``"  \\n"`` without a trailing newline, a stray
+``"`` after the question mark in ODIR prompts, ids reused across items (so keys use file, index
+and a content hash).
 """
 from __future__ import annotations
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from medmim_eval.leaderboard import MEDMIM_TITLE, Column, Table, empty_medmim_table
+from medmim_eval.view_model import MEDMIM_TITLE, Column, Table, empty_medmim_table
 from medmim_eval.paper_table import IMPROVEMENT, PaperRow, PaperTable
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import RunData
+    from medmim_eval.view_model import RunData
 
 REPORTED_MARK = "(paper, reported)"
 DIFFERENCE = "difference"

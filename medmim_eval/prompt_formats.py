@@ -33,8 +33,10 @@ recipe masks labels up to ``len(prompt)`` and evaluation sees exactly the traine
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from medmim_eval.errors import MedmimError
 from medmim_eval.schema import ImagePart, Prompt, TextPart
@@ -180,3 +182,20 @@ def render_training(fmt: str | PromptFormat, prompt: Prompt, response: str) -> T
     if not full.startswith(prefix):  # pragma: no cover - guards future edits of the formats
         raise AssertionError(f"format {spec.name}: the prompt is not a prefix of the training text")
     return TrainingText(full=full, prompt=prefix)
+
+
+def default_format(folder: Path) -> str:
+    """The prompt format a LLaVA-architecture checkpoint folder declares or implies: its
+    config.json's ``medmim_prompt_format``, else ``llava_med_mistral`` for a Mistral text model, else
+    ``mantis_llama3``. Evaluation (``hf-llava``) and training (``sft-llava``) both use it."""
+    try:
+        config: Any = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    if not isinstance(config, dict):
+        config = {}
+    declared = config.get("medmim_prompt_format")
+    if isinstance(declared, str) and declared:
+        return declared
+    text = config.get("text_config") or {}
+    return "llava_med_mistral" if text.get("model_type") == "mistral" else "mantis_llama3"

@@ -79,8 +79,28 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class TaskData:
+    """Where a task's data comes from, for ``medmim-eval data status``.
+
+    ``file`` (a callable or ``"module:attribute"``) is called as ``file(context)`` and returns the
+    Med-MIM JSON file the loader reads; ``builder`` names the ``data build`` builder(s) that make
+    what its images come from; ``access`` pairs a data folder (as named in the data directory,
+    e.g. ``vqa-rad``) with where to obtain it.
+    """
+
+    file: str | Callable[..., Any]
+    builder: str = ""
+    access: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class TaskEntry:
-    """A task: ``loader(context)`` returns a ``LoadedTask``. ``table``/``column`` place it in views."""
+    """A task: ``loader(context)`` returns a ``LoadedTask``. ``table``/``column`` place it in views.
+
+    ``data`` tells ``data status`` where the task's file and images come from; without it, status
+    calls the loader to find out, unless ``generated`` says the loader makes its data itself on
+    first use (nothing to download, nothing to check).
+    """
 
     name: str
     description: str
@@ -89,6 +109,8 @@ class TaskEntry:
     table: str = "Other tasks"
     column: str = ""
     group: str = ""
+    data: TaskData | None = None
+    generated: bool = False
 
     def load_loader(self) -> Callable[..., Any]:
         return resolve_callable(self.loader)
@@ -124,7 +146,13 @@ class RecipeEntry:
 
     ``needs`` names the ``train`` arguments the recipe requires (``data``, ``base``); ``version``
     changes whenever the same inputs would train a different model; ``options`` maps each
-    recipe-specific ``key=value`` override to its help line.
+    recipe-specific ``key=value`` override to its help line. ``recipe`` follows
+    :class:`medmim_eval.recipes_api.TrainingRecipe`.
+
+    ``option_help`` (a callable or ``"module:attribute"``, called with no arguments) returns
+    ``(key, help line, default)`` for every ``key=value`` override; ``train --options`` lists them.
+    ``configs`` is ``"package:folder"`` holding shipped accelerate configs (``NAME.yaml``) that
+    ``train --config NAME`` prints the path of.
     """
 
     name: str
@@ -133,6 +161,8 @@ class RecipeEntry:
     needs: tuple[str, ...] = ("data", "base")
     version: str = "1"
     options: tuple[tuple[str, str], ...] = ()
+    option_help: str | Callable[[], Any] | None = None
+    configs: str = ""
 
     def load_recipe(self) -> Callable[..., Any]:
         return resolve_callable(self.recipe)

@@ -19,12 +19,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from medmim_eval.adapter import AdapterContext, ModelAdapter
+from medmim_eval.adapter import (AdapterContext, ModelAdapter, ModelSpec, PreparesForTask, ReportsCost,
+                                 contract_problem)
 from medmim_eval.cache import ImageHasher, ResponseCache
-from medmim_eval.cell_runner import CellRunner
+from medmim_eval.cell_runner import CellContext, CellRunner
 from medmim_eval.circular import letter_bias_table
 from medmim_eval.distributed import DistributedError, RankGroup, RankInfo, failure_message
-from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.errors import ContractError, MedmimError, MissingBackendError
 from medmim_eval.exclusion import mark_cells
 from medmim_eval.extract_judge import JudgeTally, needs_judge
 from medmim_eval.flags import with_flag_counts
@@ -41,8 +42,9 @@ from medmim_eval.records import (
     write_json_atomic,
 )
 from medmim_eval.registry import AdapterEntry
+from medmim_eval.run_reader import RunDirectory
 from medmim_eval.run_setup import PreparedRun, PreparedTask
-from medmim_eval.schema import ModelInfo, Results, Sample, SampleRecord, TaskInfo
+from medmim_eval.schema import ModelInfo, Results, RunManifest, Sample, SampleRecord, TaskInfo
 from medmim_eval.scoring import aggregate, aggregate_by_source, finish_pending
 from medmim_eval.shortcuts import shortcut_correct
 from medmim_eval.stats import BootstrapSettings
@@ -61,6 +63,7 @@ class RunSummary:
     errors: int = 0
     too_many_images: int = 0
     model_failures: dict[str, str] = field(default_factory=dict)
+    contract_errors: dict[str, str] = field(default_factory=dict)  # model -> how its plugin broke the contract
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
@@ -137,7 +140,8 @@ class Runner:
                 except Exception as exc:
                     error = exc
                 status = "failed" if failure or error or self.summary.failed_ranks else (
-                    "finished with errors" if self.summary.errors or self.summary.model_failures else "finished")
+                    "finished with errors" if self.summary.errors or self.summary.model_failures or self.summary.contract_errors
+                    else "finished")
                 self._finish(manifest, status)
             except Exception as exc:
                 error = error or exc
@@ -152,11 +156,11 @@ class Runner:
 
     def _load_records(self) -> dict[tuple[str, str], SampleRecord]:
         """The latest record per (model, sample) so far; rank 0 repairs a torn last line and says so."""
-        merged = RecordStore(self.run_dir)
-        existing = merged.load(repair=self.group.is_main)
+        run = RunDirectory(self.run_dir)
+        existing = run.records(repair=self.group.is_main)
         if self.group.is_main:
-            for note in merged.dropped_lines:
-                self._say(f"note: {merged.path}: {note}")
+            for note in run.dropped_lines:
+                self._say(f"note: {run.store.path}: {note}")
         return existing
 
     def _ready_scorer(self, existing: dict[tuple[str, str], SampleRecord]) -> None:
@@ -180,7 +184,7 @@ class Runner:
         if references and self.group.is_main:
             self.scorer.start_loading(references)
 
-    def _start(self) -> tuple[Any, dict[tuple[str, str], SampleRecord]]:
+    def _start(self) -> tuple[RunManifest, dict[tuple[str, str], SampleRecord]]:
         """Records so far and the manifest with this invocation (written by rank 0 only)."""
         options = self.prepared.options
         existing = self._existing if self._existing is not None else self._load_records()
@@ -205,7 +209,7 @@ class Runner:
             self.cache = ResponseCache(options.cache_dir / CACHE_FILE)
         return manifest, existing
 
-    def _write_manifest(self, manifest: Any) -> None:
+    def _write_manifest(self, manifest: RunManifest) -> None:
         if self.group.is_main:
             write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
 
@@ -226,6 +230,7 @@ class Runner:
     def _report(self, failure: Exception | None) -> dict[str, Any]:
         counters = {name: getattr(self.summary, name) for name in RunSummary._COUNTERS}
         return {**counters, "model_failures": dict(self.summary.model_failures),
+                "contract_errors": dict(self.summary.contract_errors),
                 "failure": failure_message(failure) if failure is not None else None}
 
     def _combine(self, reports: list[dict[str, Any]]) -> None:
@@ -236,6 +241,7 @@ class Runner:
             setattr(self.summary, name, sum(r[name] for r in reports))
         failures: dict[str, dict[int, str]] = {}
         for rank, report in enumerate(reports):
+            self.summary.contract_errors.update(report.get("contract_errors", {}))
             for model, text in report["model_failures"].items():
                 failures.setdefault(model, {})[rank] = text
             if report["failure"] is not None and rank != 0:
@@ -294,9 +300,9 @@ class Runner:
                 store.rewrite(latest.values())
         self._final = list(latest.values())
 
-    def _finish(self, manifest: Any, status: str) -> None:
+    def _finish(self, manifest: RunManifest, status: str) -> None:
         """``results.json`` from every record, and the invocation's end in the manifest."""
-        final = self._final if self._final is not None else list(RecordStore(self.run_dir).load(repair=False).values())
+        final = self._final if self._final is not None else list(RunDirectory(self.run_dir).records().values())
         bootstrap = BootstrapSettings(seed=self.prepared.options.seed)
         # The text-only baselines of every cell, on the full task (the majority rule ranks letters over it).
         shortcuts = shortcut_correct([s for task in self.prepared.tasks for s in task.loaded.samples])
@@ -312,8 +318,8 @@ class Runner:
         manifest.invocations[-1].status = status
         write_json_atomic(self.run_dir / MANIFEST_FILE, manifest)
 
-    async def _run_model(self, spec: Any, entry: AdapterEntry, existing: dict[tuple[str, str], SampleRecord],
-                         manifest: Any) -> None:
+    async def _run_model(self, spec: ModelSpec, entry: AdapterEntry, existing: dict[tuple[str, str], SampleRecord],
+                         manifest: RunManifest) -> None:
         options = self.prepared.options
         group = self.group
         context = AdapterContext(seed=options.seed, settings=options.settings)
@@ -330,10 +336,16 @@ class Runner:
                 self._say(f"{model_id}: every selected sample is already done in {self.run_dir}")
             else:
                 return  # nothing for this rank; rank 0 still checks the model's fingerprint
+        plugin = self.host.adapters.owners.get(entry.name, "")
         try:
             adapter: ModelAdapter = entry.load_factory()(spec.target, spec.option_dict, context)
         except (MedmimError, MissingBackendError, ImportError) as exc:
             self._model_failed(model_id, exc)
+            return
+        problem = contract_problem(adapter)
+        if problem is not None:  # checked before anything calls a member it may lack
+            self._contract_broken(model_id, ContractError(
+                f"plugin '{plugin}', adapter '{entry.name}': the adapter its factory returned {problem}"))
             return
         # From here on the adapter may hold a server or a worker: it is closed whatever happens.
         try:
@@ -344,30 +356,45 @@ class Runner:
                 self._model_failed(model_id, exc)
                 return
             add_model(manifest, ModelInfo(id=model_id, spec=str(spec), adapter=entry.name,
-                                          plugin=self.host.adapters.owners.get(entry.name, ""), fingerprint=fingerprint))
+                                          plugin=plugin, fingerprint=fingerprint))
             self._write_manifest(manifest)
             self._start_scorer(work)
+            cells = self._cell_context(plugin, entry.name)
             for task, previous, share in work:
-                prepare = getattr(adapter, "prepare", None)
-                if callable(prepare):
-                    prepare(task.selection.name, task.loaded.samples)
+                if isinstance(adapter, PreparesForTask):
+                    adapter.prepare(task.selection.name, task.loaded.samples)
                 if share:
                     where = f" · rank {group.rank}/{group.world_size}" if group.distributed else ""
                     self.display.start_cell(f"{model_id} · {task.selection.label}{where}", len(share))
-                    await CellRunner(self, adapter, fingerprint, previous).run(share)
+                    try:
+                        await CellRunner(cells, adapter, fingerprint, previous).run(share)
+                    except ContractError as exc:
+                        self.display.finish_cell()
+                        self._contract_broken(model_id, exc)
+                        return
                     self.display.finish_cell()
         finally:
             self._record_cost(adapter, model_id, manifest)
             await adapter.aclose()
 
+    def _cell_context(self, plugin: str, adapter_name: str) -> CellContext:
+        options = self.prepared.options
+        return CellContext(settings=options.settings, concurrency=options.concurrency, store=self.store,
+                           scorer=self.scorer, summary=self.summary, display=self.display, hasher=self.hasher,
+                           cache=self.cache, plugin=plugin, adapter_name=adapter_name)
+
+    def _contract_broken(self, model_id: str, exc: ContractError) -> None:
+        """The model stops here; said at once and at the end, and never offered a rerun."""
+        self.summary.contract_errors[model_id] = str(exc)
+        self._say(f"contract error: {exc}")
+
     def _model_failed(self, model_id: str, exc: BaseException) -> None:
         self.summary.model_failures[model_id] = str(exc)
         self._say(f"error: model '{model_id}' could not be loaded: {exc}")
 
-    def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: Any) -> None:
+    def _record_cost(self, adapter: ModelAdapter, model_id: str, manifest: RunManifest) -> None:
         """API adapters that price their tokens (``cost_usd()``) get an estimate in the manifest."""
-        cost_usd = getattr(adapter, "cost_usd", None)
-        value = cost_usd() if callable(cost_usd) else None
+        value = adapter.cost_usd() if isinstance(adapter, ReportsCost) else None
         if value is None:
             return
         manifest.estimated_cost_usd[model_id] = round(manifest.estimated_cost_usd.get(model_id, 0.0) + value, 6)

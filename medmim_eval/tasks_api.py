@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from medmim_eval.controls import SEPARATOR, apply_control, split_control
 
@@ -23,11 +23,18 @@ KINDS: tuple[Kind, ...] = ("closed", "open")
 
 @dataclass(frozen=True)
 class TaskContext:
-    """What a task loader may use: the data folders, the cache dir and the run's seed."""
+    """What a task loader may use: the data folders, the cache dir and the run's seed.
+
+    ``split`` is ``"test"`` for evaluation; a task that also has training data (the synthetic
+    suite) loads it for ``"train"``. ``options`` are loader-specific settings a caller other than
+    the run may pass (e.g. a training recipe asking for a bigger generated split); runs pass none.
+    """
 
     data: DataPaths
     cache_dir: Path
     seed: int = 0
+    split: str = "test"
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

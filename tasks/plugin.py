@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Callable
 
 from medmim_eval.hookspecs import hookimpl
-from medmim_eval.registry import TaskEntry, TaskGroup
-from medmim_eval.tasks.official import OFFICIAL_TASKS
+from medmim_eval.registry import TaskData, TaskEntry, TaskGroup
+from medmim_eval.tasks.official import OFFICIAL_TASKS, SOURCE_ACCESS
 
 # The synthetic suite's names, kept here so registering does not import its generator (PIL).
 SYNTH_TASKS: tuple[tuple[str, str, str, str], ...] = (
@@ -29,6 +29,8 @@ def register_tasks(register: Callable[[object], None]) -> None:
                 table="Med-MIM",
                 group=task.group,
                 column=task.column,
+                data=TaskData(file=task.path, builder=task.builder or "",
+                              access=tuple((f, SOURCE_ACCESS[f]) for f in ("med-mim", *task.source_folders))),
             )
         )
     held_in = tuple(t.name for t in OFFICIAL_TASKS if t.group == "Held-in")
@@ -46,6 +48,7 @@ def register_tasks(register: Callable[[object], None]) -> None:
                 table="Synthetic",
                 group="Synthetic",
                 column=column,
+                generated=True,
             )
         )
     register(TaskGroup("synth", "the bundled synthetic suite (four abilities, no download)", tuple(t[0] for t in SYNTH_TASKS)))

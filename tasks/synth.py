@@ -449,9 +449,14 @@ def ensure_suite(
 
 
 def load_ability(context: TaskContext, key: str) -> LoadedTask:
-    """Load one ability of the fixed-seed evaluation suite, generating it into the cache first."""
+    """Load one ability of the fixed-seed evaluation suite, generating it into the cache first.
+
+    ``context.split="train"`` loads the training split instead; ``context.options`` may set
+    ``suite_seed``, ``n_closed``, ``n_open`` and ``workers`` (a training recipe's data settings)."""
     spec = next(s for s in ABILITIES if s.key == key)
-    folder = ensure_suite(context.cache_dir, seed=SUITE_SEED, split="test")
+    settings = {k: int(context.options[k]) for k in ("n_closed", "n_open", "workers") if k in context.options}
+    folder = ensure_suite(context.cache_dir, seed=int(context.options.get("suite_seed", SUITE_SEED)),
+                          split=context.split, **settings)
     path = folder / spec.file
     samples = load_medmim_file(path, task=spec.task, ability=spec.ability, image_root=lambda _tag: folder)
     return LoadedTask(spec.task, samples, [path])

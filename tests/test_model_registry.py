@@ -250,7 +250,7 @@ def test_a_server_that_never_gets_healthy_is_killed_with_its_group(tmp_path: Pat
 
 def test_serve_resolves_a_named_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python_with_vllm: str) -> None:
     pytest.importorskip("openai")
-    from medmim_eval.cli.serve_cmd import resolve_target
+    from medmim_eval.adapters.vllm_serve_cmd import resolve_target
 
     folder = _checkpoint(tmp_path / "internvl")
     monkeypatch.setenv("MEDMIM_WEIGHTS_INTERNVL2_8B", str(folder))

@@ -1,4 +1,4 @@
-"""The six official benchmark files load with exactly the counts and quirks in DATA.md."""
+"""The six official benchmark files load with exactly the released counts and the quirks docs/task-format.md lists."""
 from __future__ import annotations
 
 from collections import Counter

@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from medmim_eval.errors import DataError
+from medmim_eval.images import load_llava_padded, load_rgb
+from medmim_eval.model_inputs import idefics2_inputs
 from medmim_eval.prompt_formats import PromptFormat, render_training
 from medmim_eval.training_recipes.data import TrainExample
 
@@ -27,8 +29,6 @@ FAMILIES = ("llava", "idefics2")
 def load_image(path: str, fmt: PromptFormat, image_processor: Any) -> Any:
     """One image as the in-process adapters load it: 8-bit RGB, padded to a square with the
     processor's mean colour for ``llava_med_mistral``."""
-    from medmim_eval.adapters.hf_common import load_llava_padded, load_rgb
-
     if fmt.name == "llava_med_mistral":
         return load_llava_padded(path, getattr(image_processor, "image_mean", None))[0]
     return load_rgb(path)[0]
@@ -46,8 +46,6 @@ class ExampleEncoder:
 
     def encode_prompt(self, text: str, images: list[Any]) -> Any:
         """The processor output for one prompt (what evaluation feeds the model before generating)."""
-        from medmim_eval.adapters.hf_common import idefics2_inputs
-
         special = not self.fmt.bos_in_text
         if self.family == "llava":
             return self.processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=special)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from medmim_eval.errors import MedmimError
+from medmim_eval.recipes_api import parse_overrides  # noqa: F401  (moved to the core; kept importable here)
 
 ABILITIES = ("temporal", "reasoning", "comparison", "co-reference")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -109,18 +110,6 @@ def _convert(name: str, raw: str, kind: type) -> Any:
     return kind(raw)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """``["lr=1e-5", "lora=true,lora_r=8"]`` -> ``{"lr": "1e-5", "lora": "true", "lora_r": "8"}``."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        for piece in filter(None, (p.strip() for p in pair.split(","))):
-            key, sep, value = piece.partition("=")
-            if not sep or not key:
-                raise MedmimError(f"override {piece!r} is not KEY=VALUE (e.g. lr=1e-5 lora=true)")
-            out[key.strip().replace("-", "_")] = value.strip()
-    return out
-
-
 def build_config(overrides: dict[str, str], defaults: dict[str, Any] | None = None) -> TrainConfig:
     """The recipe's defaults with ``overrides`` applied and checked; errors name the key and the fix."""
     config = TrainConfig(**(defaults or {}))
@@ -169,3 +158,9 @@ def steps_per_epoch(n_items: int, batch_size: int, processes: int, grad_accum: i
     """Optimiser steps in one epoch (see the module docstring)."""
     batches = math.ceil(math.ceil(n_items / batch_size) / processes)
     return max(1, math.ceil(batches / grad_accum))
+
+
+def option_help() -> list[tuple[str, str, Any]]:
+    """``(key, help line, default)`` of every override of the fine-tuning recipes (``train --options``)."""
+    defaults = TrainConfig().to_dict()
+    return [(key, line, defaults[key]) for key, line in HELP.items()]

@@ -10,6 +10,8 @@ from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import RecipeEntry
 
 SFT_VERSION = "1"
+OPTION_HELP = "medmim_eval.training_recipes.options:option_help"
+CONFIGS = "medmim_eval.training_recipes:configs"
 
 
 @hookimpl
@@ -20,6 +22,8 @@ def register_training_recipes(register: Callable[[object], None]) -> None:
                     "Med-MIM JSON; loss on response tokens only",
         recipe="medmim_eval.training_recipes.sft:sft_llava",
         version=SFT_VERSION,
+        option_help=OPTION_HELP,
+        configs=CONFIGS,
     ))
     register(RecipeEntry(
         name="sft-idefics2",
@@ -27,6 +31,8 @@ def register_training_recipes(register: Callable[[object], None]) -> None:
                     "tokens only",
         recipe="medmim_eval.training_recipes.sft:sft_idefics2",
         version=SFT_VERSION,
+        option_help=OPTION_HELP,
+        configs=CONFIGS,
     ))
     register(RecipeEntry(
         name="tiny",

@@ -13,14 +13,13 @@ import importlib.util
 import json
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medmim_eval import __version__
-from medmim_eval.datadir import DataPaths
 from medmim_eval.errors import MedmimError, MissingBackendError
-from medmim_eval.prompt_formats import get_format
+from medmim_eval.prompt_formats import default_format, get_format
+from medmim_eval.recipes_api import TrainRequest  # noqa: F401  (moved to the core; kept importable here)
 from medmim_eval.training_recipes import run_dir
 from medmim_eval.training_recipes.data import TrainData, file_sha256, load_training_data
 from medmim_eval.training_recipes.options import TrainConfig, build_config, steps_per_epoch
@@ -28,22 +27,6 @@ from medmim_eval.training_recipes.options import TrainConfig, build_config, step
 INSTALL_HINT = "training needs torch, transformers, accelerate and peft: pip install 'medmim-eval[train]'"
 PROJECTORS = {"llava": "multi_modal_projector", "idefics2": "connector"}
 PACKAGES = ("torch", "transformers", "accelerate", "peft", "deepspeed", "tokenizers")
-
-
-@dataclass
-class TrainRequest:
-    """What ``medmim-eval train`` hands a recipe."""
-
-    recipe: str
-    recipe_version: str
-    output: Path
-    data: list[Path] = field(default_factory=list)
-    base: Path | None = None
-    overrides: dict[str, str] = field(default_factory=dict)
-    restart: bool = False
-    data_paths: DataPaths | None = None
-    progress: bool = True
-    rich: bool | None = None
 
 
 def process_state() -> Any:
@@ -189,8 +172,6 @@ def run_sft(request: TrainRequest, family: str, defaults: dict[str, Any] | None 
         raise MedmimError(f"--base {base}: not a checkpoint folder (no config.json); pass a local model folder")
     data = load_training_data(request.data, config, request.data_paths)
     if prompt_format is None:
-        from medmim_eval.adapters.hf_plugin import default_format
-
         prompt_format = "idefics2" if family == "idefics2" else default_format(base)
     fmt = get_format(prompt_format)
 

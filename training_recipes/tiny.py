@@ -4,23 +4,30 @@ No download and no GPU: :func:`medmim_eval.training_recipes.tiny_model.build_tin
 randomly initialised checkpoint whose tokenizer is trained on the training texts, then the
 ``sft-llava`` machinery trains it (everything, vision tower included) with the settings in
 ``TINY_TRAINING``, in the ``mantis_llama3`` format. Data: ``--data`` files, else the synthetic
-suite's train split (``ensure_suite(split="train")``, its own seed, so never the test items).
+suite's train split (the ``synth`` tasks loaded with ``split="train"`` through the plugin host, its
+own seed, so never the test items).
 The base is cached under the user cache folder, keyed by its builder version, seed and texts.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medmim_eval.datadir import cache_dir
-from medmim_eval.training_recipes.sft import TrainRequest, run_sft
+from medmim_eval.recipes_api import TrainRequest
+from medmim_eval.training_recipes.sft import run_sft
+
+if TYPE_CHECKING:
+    from medmim_eval.plugins import PluginHost
 
 RECIPE_VERSION = "1"
 PROMPT_FORMAT = "mantis_llama3"
+SUITE_GROUP = "synth"  # the task group whose train split the recipe trains on
 # TINY_TRAINING keys named differently from TrainConfig fields; other keys that are TrainConfig
 # fields are used as they are, the rest describe the data (suite_seed, n_closed, n_open) or the model.
 _ALIASES = {"steps": "max_steps", "warmup_steps": "warmup"}
@@ -55,15 +62,25 @@ def tiny_defaults() -> dict[str, Any]:
     return defaults
 
 
-def tiny_data(cache: Path | None = None) -> list[Path]:
-    """The synthetic suite's train split (generated once into the cache), one file per ability."""
-    from medmim_eval.tasks.synth import ABILITIES, ensure_suite
+def tiny_data(cache: Path | None = None, host: "PluginHost | None" = None) -> list[Path]:
+    """The synthetic suite's train split (generated once into the cache), one file per ability,
+    reached through the tasks of the ``synth`` group (``split="train"``) of the plugin host."""
+    from medmim_eval.datadir import DataPaths
+    from medmim_eval.tasks_api import TaskContext
 
+    if host is None:
+        from medmim_eval.plugins import create_plugin_host
+
+        host = create_plugin_host()
     settings = tiny_settings()
-    sizes = {k: settings[k] for k in ("n_closed", "n_open") if k in settings}
-    folder = ensure_suite(cache or cache_dir(), seed=int(settings.get("suite_seed", 1)), split="train",
-                          workers=os.cpu_count() or 1, **sizes)
-    return [folder / spec.file for spec in ABILITIES]
+    options: dict[str, Any] = {k: settings[k] for k in ("n_closed", "n_open") if k in settings}
+    options.update(suite_seed=int(settings.get("suite_seed", 1)), workers=os.cpu_count() or 1)
+    context = TaskContext(data=DataPaths.resolve(None), cache_dir=cache or cache_dir(), split="train",
+                          options=options)
+    files: list[Path] = []
+    for name in host.groups.get(SUITE_GROUP).members:
+        files.extend(host.tasks.get(name).load_loader()(context).files)
+    return files
 
 
 def _texts(paths: list[Path]) -> list[str]:
@@ -95,19 +112,39 @@ def tiny_base(paths: list[Path], seed: int, cache: Path | None = None) -> Path:
     return final
 
 
-def tiny_recipe(request: TrainRequest) -> dict[str, Any]:
-    """Recipe ``tiny``: build the base (cached) and train it with the tiny settings."""
-    from medmim_eval.training_recipes.options import build_config
-    from medmim_eval.training_recipes.sft import process_state
+class TinyRecipe:
+    """Recipe ``tiny``: build the base (cached) and train it with the tiny settings
+    (a :class:`~medmim_eval.recipes_api.SelfContainedRecipe`: ``medmim-eval demo`` runs it)."""
 
-    data = request.data or tiny_data()
-    config = build_config(request.overrides, tiny_defaults())
-    state = process_state()
-    base = request.base
-    if base is None:
-        if state.is_main_process:
-            base = tiny_base(data, config.seed)
-        state.wait_for_everyone()
-        base = tiny_base(data, config.seed)  # built by the main process: a cache hit here
-    full = TrainRequest(**{**request.__dict__, "data": data, "base": base})
-    return run_sft(full, "llava", tiny_defaults(), PROMPT_FORMAT)
+    def __call__(self, request: TrainRequest) -> dict[str, Any]:
+        from medmim_eval.training_recipes.options import build_config
+        from medmim_eval.training_recipes.sft import process_state
+
+        data = request.data or self.default_data(request)
+        config = build_config(request.overrides, tiny_defaults())
+        state = process_state()
+        base = request.base
+        if base is None:
+            if state.is_main_process:
+                base = tiny_base(data, config.seed)
+            state.wait_for_everyone()
+            base = tiny_base(data, config.seed)  # built by the main process: a cache hit here
+        full = TrainRequest(**{**request.__dict__, "data": data, "base": base})
+        return run_sft(full, "llava", tiny_defaults(), PROMPT_FORMAT)
+
+    def default_data(self, request: TrainRequest) -> list[Path]:
+        return tiny_data(host=request.host)
+
+    def model_key(self, request: TrainRequest) -> str:
+        """What the trained model depends on: recipe and builder versions, settings, data hashes."""
+        from medmim_eval.training_recipes import tiny_model
+        from medmim_eval.training_recipes.data import file_sha256
+
+        version = request.recipe_version
+        blob = json.dumps({"recipe": version, "builder": tiny_model.BUILDER_VERSION, "arch": tiny_model.TINY_ARCH,
+                           "training": tiny_model.TINY_TRAINING, "overrides": request.overrides,
+                           "data": [file_sha256(p) for p in request.data]}, sort_keys=True, default=str)
+        return f"r{version}-b{tiny_model.BUILDER_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+tiny_recipe = TinyRecipe()

@@ -19,7 +19,6 @@ BUILTIN_COMMANDS = {
     "data": "medmim_eval.cli.data_cmd:data",
     "leaderboard": "medmim_eval.cli.leaderboard_cmd:leaderboard",
     "compare": "medmim_eval.cli.compare_cmd:compare",
-    "serve": "medmim_eval.cli.serve_cmd:serve",
     "train": "medmim_eval.cli.train_cmd:train",
     "demo": "medmim_eval.cli.demo_cmd:demo",
     "explain": "medmim_eval.cli.explain_cmd:explain",

@@ -13,16 +13,18 @@ def data() -> None:
 
 @data.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory to inspect.")
-def status(data_dir: Path | None) -> None:
+@click.pass_context
+def status(ctx: click.Context, data_dir: Path | None) -> None:
     """Per task: benchmark file present, images present/missing, and where to get what is missing."""
-    from medmim_eval.datadir import DataPaths
+    from medmim_eval.cli.context import get_host
+    from medmim_eval.datadir import DataPaths, cache_dir
     from medmim_eval.errors import DataError
     from medmim_eval.images import check_images
-    from medmim_eval.medmim_format import load_medmim_file, source_of
-    from medmim_eval.tasks.official import OFFICIAL_TASKS, SOURCE_ACCESS
+    from medmim_eval.medmim_format import source_of
+    from medmim_eval.registry import resolve_callable
     from medmim_eval.tasks_api import TaskContext
-    from medmim_eval.datadir import cache_dir
 
+    host = get_host(ctx)
     paths = DataPaths.resolve(data_dir)
     click.echo(f"data directory: {paths.root}  (from {paths.origin['root']})")
     for name in sorted(paths.folders):
@@ -31,33 +33,42 @@ def status(data_dir: Path | None) -> None:
         click.echo(f"  {name + '/':<10} {folder}  [{mark}; {paths.origin.get(name)}]")
     context = TaskContext(data=paths, cache_dir=cache_dir())
     needed: set[str] = set()
+    access: dict[str, str] = {}
     click.echo("")
-    for task in OFFICIAL_TASKS:
-        path = task.path(context)
-        if not path.is_file():
-            click.echo(f"{task.name:<22} benchmark file missing: {path}")
-            needed.add("med-mim")
+    for name, entry in host.tasks.entries.items():  # registration order: the benchmark's tasks first
+        if entry.generated:
             continue
+        builder = ""
+        if entry.data is not None:
+            access.update(entry.data.access)
+            builder = entry.data.builder
+            path = Path(resolve_callable(entry.data.file)(context))
+            if not path.is_file():
+                click.echo(f"{name:<22} benchmark file missing: {path}")
+                needed.add(next(iter(entry.data.access), ("med-mim", ""))[0])
+                continue
         try:
-            samples = task.load(context).samples
+            samples = entry.load_loader()(context).samples
         except DataError as exc:
-            click.echo(f"{task.name:<22} benchmark file invalid: {str(exc).splitlines()[0]}")
+            click.echo(f"{name:<22} benchmark file invalid: {str(exc).splitlines()[0]}")
             continue
         check = check_images(samples, decode=False)
         total = check.checked
         missing = len(check.missing)
         runnable = "runnable" if missing == 0 else "not runnable"
-        click.echo(f"{task.name:<22} {len(samples)} items; images {total - missing}/{total} present -> {runnable}")
+        click.echo(f"{name:<22} {len(samples)} items; images {total - missing}/{total} present -> {runnable}")
         if missing:
             folders = sorted({f for s in samples for f in [source_of(s.metadata.get('source_tag', ''))[1]] if f
                               and any(p in check.missing for p in s.image_paths)})
             needed.update(folders)
-            click.echo(f"{'':<22} missing images come from: {', '.join(folders)}; "
-                       f"builder: medmim-eval data build {task.builder}" if task.builder else "")
+            if folders or builder:
+                where = ", ".join(folders) or "the task's own image folder"
+                click.echo(f"{'':<22} missing images come from: {where}"
+                           + (f"; builder: medmim-eval data build {builder}" if builder else ""))
     if needed:
         click.echo("\nwhere to get what is missing:")
         for name in sorted(needed):
-            click.echo(f"  {name}: {SOURCE_ACCESS[name]}")
+            click.echo(f"  {name}: {access.get(name, 'no plugin says where to obtain it')}")
             click.echo(f"  {'':<{len(name)}}  -> place under {paths.folder(name)} (or set the folder in the config / environment)")
 
 

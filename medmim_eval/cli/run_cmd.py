@@ -176,7 +176,7 @@ def _run_repeats(options: "RunOptions", host: "PluginHost", group: "RankGroup", 
     if not group.is_main:
         return
     if failures:
-        raise MedmimError("; ".join(failures) + f"; rerun the same command to finish (nothing done is lost)")
+        raise MedmimError("; ".join(failures) + "; rerun the same command to finish (nothing done is lost)")
     cells = summarize(runs)
     settings = {"k": k, "seeds": [options.seed + i for i in range(k)], **options.settings.as_dict()}
     settings.pop("seed", None)
@@ -235,9 +235,17 @@ def _run(options: "RunOptions", host: "PluginHost", group: "RankGroup", quiet: b
     if summary.too_many_images:
         click.echo(f"{summary.too_many_images} sample(s) not evaluated: more images than the model accepts "
                    "(recorded as TooManyImagesError, never truncated; counted in the leaderboard footer)", err=True)
+    for line in summary.contract_errors.values():
+        click.echo(f"contract error: {line}", err=True)
+    if summary.contract_errors and not (summary.model_failures or summary.errors):
+        raise MedmimError(f"{len(summary.contract_errors)} adapter(s) broke the adapter contract (above); fix the "
+                          "plugin (or report it to its author): rerunning cannot help")
     if summary.model_failures or summary.errors:
+        broke = (f"{len(summary.contract_errors)} adapter(s) broke the adapter contract (above; a rerun cannot "
+                 "fix those); " if summary.contract_errors else "")
         failed = f"{len(summary.model_failures)} model(s) failed to load; " if summary.model_failures else ""
-        raise MedmimError(f"{failed}{summary.errors} sample(s) ended in errors; rerun the same command to retry them")
+        raise MedmimError(f"{broke}{failed}{summary.errors} sample(s) ended in errors; rerun the same command to "
+                          "retry them")
 
 
 def _say_circular_cost(prepared: "PreparedRun") -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,22 +25,31 @@ def _paths(text: str | None) -> list[Path]:
     return [Path(p.strip()).expanduser() for p in (text or "").split(",") if p.strip()]
 
 
-def _print_options() -> None:
-    from medmim_eval.training_recipes.options import HELP, TrainConfig
+def _print_options(host: Any) -> None:
+    """The overrides of every recipe that declares them, recipes sharing a table listed together."""
+    from medmim_eval.registry import resolve_callable
 
-    defaults = TrainConfig().to_dict()
-    click.echo("training options (KEY=VALUE; defaults of sft-llava / sft-idefics2):")
-    for key, line in HELP.items():
-        click.echo(f"  {key:<24} {line} [default: {defaults[key]}]")
+    tables: dict[Any, list[str]] = {}
+    for name in host.recipes.entries:
+        entry = host.recipes.get(name)
+        if entry.option_help is not None:
+            tables.setdefault(entry.option_help, []).append(name)
+    for ref, names in tables.items():
+        click.echo(f"training options (KEY=VALUE; defaults of {' / '.join(names)}):")
+        for key, line, default in resolve_callable(ref)():
+            click.echo(f"  {key:<24} {line} [default: {default}]")
 
 
-def _config_path(name: str) -> Path:
+def _config_path(host: Any, name: str) -> Path:
     from importlib.resources import files
 
-    path = files("medmim_eval.training_recipes").joinpath("configs", f"{name}.yaml")
-    if not path.is_file():
-        raise MedmimError(f"no shipped accelerate config {name!r}; choose zero2, zero3 or fsdp")
-    return Path(str(path))
+    for recipe in host.recipes.entries:
+        package, _, folder = host.recipes.get(recipe).configs.partition(":")
+        if package:
+            path = files(package).joinpath(folder, f"{name}.yaml")
+            if path.is_file():
+                return Path(str(path))
+    raise MedmimError(f"no shipped accelerate config {name!r}; choose zero2, zero3 or fsdp")
 
 
 @click.command(epilog=EPILOG)
@@ -62,10 +72,10 @@ def train(ctx: click.Context, recipe: str | None, overrides: tuple[str, ...], da
           show_options: bool, config_name: str | None) -> None:
     """Fine-tune with RECIPE (see `medmim-eval list recipes`); OUTPUT then runs as hf-llava:OUTPUT."""
     if show_options:
-        _print_options()
+        _print_options(get_host(ctx))
         return
     if config_name:
-        click.echo(str(_config_path(config_name)))
+        click.echo(str(_config_path(get_host(ctx), config_name)))
         return
     if not recipe:
         raise click.UsageError("give a RECIPE (medmim-eval list recipes)")
@@ -79,11 +89,10 @@ def train(ctx: click.Context, recipe: str | None, overrides: tuple[str, ...], da
     if output is None:
         raise click.UsageError("give --output DIR (where the trained model goes)")
     from medmim_eval.datadir import DataPaths
-    from medmim_eval.training_recipes.options import parse_overrides
-    from medmim_eval.training_recipes.sft import TrainRequest
+    from medmim_eval.recipes_api import TrainRequest, parse_overrides
 
     request = TrainRequest(recipe=recipe, recipe_version=entry.version, output=output, data=data, base=base,
                            overrides=parse_overrides(list(overrides)), restart=restart,
                            data_paths=DataPaths.resolve(data_dir), progress=not quiet,
-                           rich=sys.stderr.isatty())
+                           rich=sys.stderr.isatty(), host=host)
     entry.load_recipe()(request)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from medmim_eval.exports.rows import COLUMNS, long_rows
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import LeaderboardView
+    from medmim_eval.view_model import LeaderboardView
 
 
 def to_csv(view: "LeaderboardView") -> str:

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medmim_eval.records import RecordStore
+from medmim_eval.run_reader import RunDirectory
 from medmim_eval.schema import Sample, SampleRecord, TaskInfo
 
 if TYPE_CHECKING:
     from medmim_eval.datadir import DataPaths
-    from medmim_eval.leaderboard import RunData
+    from medmim_eval.view_model import RunData
     from medmim_eval.plugins import PluginHost
 
 
@@ -40,9 +40,8 @@ class RunSamples:
 
 def record_groups(run: "RunData") -> list[RecordGroup]:
     """The run's latest record per sample, grouped by (model, task) in file order; shown model names."""
-    store = RecordStore(run.run_dir)
     groups: dict[tuple[str, str], RecordGroup] = {}
-    for record in store.load(repair=False).values():
+    for record in RunDirectory(run.run_dir).records().values():
         model = run.names.get(record.model, record.model)
         key = (model, record.task)
         if key not in groups:
@@ -68,11 +67,10 @@ def _selection(task: TaskInfo, host: "PluginHost") -> object:
 def load_run_samples(run_dir: Path, tasks: set[str], host: "PluginHost", data: "DataPaths") -> RunSamples:
     """Reload the named tasks of a run (as recorded in its manifest) and index their samples by key."""
     from medmim_eval.datadir import cache_dir
-    from medmim_eval.manifest import read_manifest
     from medmim_eval.tasks_api import TaskContext, load_selection
 
     out = RunSamples()
-    manifest = read_manifest(run_dir)
+    manifest = RunDirectory(run_dir).manifest()
     if manifest is None:
         out.problems.append(f"{run_dir.name}: no manifest.json, so its tasks cannot be reloaded; "
                             "records are shown without prompts and thumbnails")

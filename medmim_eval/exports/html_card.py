@@ -5,7 +5,7 @@ from html import escape
 from typing import Iterable
 
 from medmim_eval.benchmark_card import benchmark_card
-from medmim_eval.leaderboard import fmt
+from medmim_eval.view_model import fmt
 from medmim_eval.schema import Sample
 from medmim_eval.shortcuts import SHORTCUT_RULES
 

@@ -18,14 +18,14 @@ from medmim_eval.exports.drilldown import load_run_samples, record_groups
 from medmim_eval.exports.html_charts import control_charts, score_charts, tasks_with_data
 from medmim_eval.exports.html_records import group_details
 from medmim_eval.exports.thumbnails import THUMB_PX, ThumbnailSheet
-from medmim_eval.leaderboard import KIND_LETTER, MISSING, Table, fmt, fmt_interval
+from medmim_eval.view_model import KIND_LETTER, MISSING, Table, fmt, fmt_interval
 from medmim_eval.exports.html_card import card_html
 from medmim_eval.exports.html_contamination import contamination_section
 from medmim_eval.schema import ResultCell, Sample
 
 if TYPE_CHECKING:
     from medmim_eval.datadir import DataPaths
-    from medmim_eval.leaderboard import LeaderboardView
+    from medmim_eval.view_model import LeaderboardView
     from medmim_eval.plugins import PluginHost
 
 DEFAULT_MAX_RECORDS = 200

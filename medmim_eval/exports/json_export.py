@@ -9,7 +9,7 @@ from medmim_eval.exports.metric_notes import definitions_agree
 from medmim_eval.exports.rows import COLUMNS, long_rows
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import LeaderboardView
+    from medmim_eval.view_model import LeaderboardView
 
 FORMAT_NAME = "medmim-eval leaderboard"
 FORMAT_VERSION = 1

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from medmim_eval.exports.text_export import PLAIN_GROUPS
-from medmim_eval.leaderboard import KIND_LETTER, Table, fmt
+from medmim_eval.view_model import KIND_LETTER, Table, fmt
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import LeaderboardView
+    from medmim_eval.view_model import LeaderboardView
 
 LATEX_MISSING = "--"
 _SPECIAL = {

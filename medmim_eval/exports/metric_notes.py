@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import RunData
+    from medmim_eval.view_model import RunData
 
 NOT_RECORDED = "not recorded"
 _MAX_VALUE_CHARS = 80

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import LeaderboardView
+    from medmim_eval.view_model import LeaderboardView
 
 # Column order of the long format, with what each column means (written into the JSON export).
 COLUMNS: dict[str, str] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from medmim_eval.leaderboard import KIND_LETTER, Table, fmt, fmt_interval
+from medmim_eval.view_model import KIND_LETTER, Table, fmt, fmt_interval
 
 PLAIN_GROUPS = ("Synthetic", "Other")
 

@@ -1,4 +1,6 @@
-"""``medmim-eval serve``: run one vLLM server for a model, to share it between runs, until Ctrl-C."""
+"""``medmim-eval serve``: run one vLLM server for a model, to share it between runs, until Ctrl-C.
+
+A command of the vLLM plugin, added through ``register_commands`` (see :mod:`.vllm_plugin`)."""
 from __future__ import annotations
 
 import signal
