@@ -10,7 +10,7 @@ from medmim_eval.exports.svg_charts import CONTROL_COLOURS, PALETTE, Bar, Delta,
 from medmim_eval.schema import ResultCell
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import LeaderboardView
+    from medmim_eval.view_model import LeaderboardView
 
 KIND_AXIS = {"closed": "accuracy (%)", "open": "open score (0-100)"}
 

@@ -11,7 +11,7 @@ from medmim_eval.contamination import LABELS, ContaminationAudit
 from medmim_eval.exclusion import AUDIT_COPY
 
 if TYPE_CHECKING:
-    from medmim_eval.leaderboard import LeaderboardView
+    from medmim_eval.view_model import LeaderboardView
 
 
 def _e(value: object) -> str:
