@@ -15,10 +15,17 @@ Two routes (``mode=``, see :mod:`.internvl_plugin` for the options):
             The remote code wraps the question in its own conversation template (InternLM2 format
             and system message for InternVL2-8B); the record hashes the question it was given.
 ``native``  transformers' ``InternVLForConditionalGeneration`` and the checkpoint's processor
-            (``GotOcr2ImageProcessor`` tiling, image-only: see :mod:`.internvl_processor`). The
-            prompt is the processor's own chat template with image and text parts in order. Each
-            sample is processed with its own tile budget, then the batch is left-padded (image
-            counts may differ) and decoded greedily unless a temperature is set.
+            (image-only: see :mod:`.internvl_processor`), its image processor always the PIL
+            ``GotOcr2ImageProcessorPil`` (:func:`load_native_processor`). ``prompt=checkpoint``
+            (default) is the processor's own chat template with image and text parts in order (the ``-hf``
+            conversions': no system message, ``<|im_end|>\n``, unlabelled images);
+            ``prompt=internvl2`` is the query InternVL2's ``model.chat`` builds for InternVL2-8B
+            (``internlm2-chat``: its system message, no newline after ``<|im_end|>``, the question
+            as the remote route gives it), for a transformers conversion of an InternVL2 checkpoint.
+            Either way each image placeholder expands to ``<img>`` + ``<IMG_CONTEXT>`` per tile
+            token + ``</img>`` as ``chat`` expands ``<image>``. Each sample is processed with its
+            own tile budget, then the batch is left-padded (image counts may differ) and decoded
+            greedily unless a temperature is set.
 
 Every answer's record gives the images' count, order, the size each was resized to before tiling,
 the tiles per image (in ``notes``) and the hash of the rendered prompt. A sample with more than
@@ -52,6 +59,20 @@ INTERNVL2_QUESTION = PromptFormat(name="internvl2_chat", image=lambda i: f"Image
                                   head="", tail="", response_prefix="", response_suffix="", bos_in_text=False,
                                   stop_strings=("<|im_end|>",), image_token=IMAGE_PLACEHOLDER, revision=2)
 INTERNVL2_SINGLE = replace(INTERNVL2_QUESTION, image=lambda i: f"{IMAGE_PLACEHOLDER}\n")
+# InternVL2-8B's conversation template (``internlm2-chat`` in InternVL's conversation.py) and its
+# default system message: what model.chat wraps the question in, for native ``prompt=internvl2``.
+INTERNLM2_CHAT_SYSTEM = ("你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
+                         "是一个有用无害的人工智能助手。")
+NATIVE_PROMPTS = {"checkpoint": "native_chat_template", "internvl2": "internvl2_internlm2_chat"}
+# Native route's revision: 2 = the PIL image processor always (1 let transformers pick the
+# torchvision one where installed); the prompt=internvl2 query is new in revision 2.
+NATIVE_REVISION = 2
+
+
+def internlm2_chat_query(question: str, system: str = INTERNLM2_CHAT_SYSTEM) -> str:
+    """The single-turn ``internlm2-chat`` query around ``question`` (no newline after ``<|im_end|>``)."""
+    return (f"<|im_start|>system\n{system}<|im_end|><|im_start|>user\n{question}<|im_end|>"
+            f"<|im_start|>assistant\n")
 
 
 def ensure_generate(model: Any) -> None:
@@ -75,6 +96,22 @@ def ensure_generate(model: Any) -> None:
     language_model.generate = functools.partial(legacy_generate, language_model)
 
 
+def load_native_processor(path: Path) -> Any:
+    """The checkpoint's InternVL processor (image-only) with its image processor on the PIL backend.
+
+    transformers picks the torchvision backend wherever torchvision is installed; its bicubic resize
+    of uint8 tensors lands up to one grey level away from PIL's, which InternVL2's ``load_image``
+    (and the remote route) use."""
+    from medmim_eval.adapters.internvl_processor import ImageOnlyInternVLProcessor
+
+    processor = ImageOnlyInternVLProcessor.from_pretrained(path)
+    if getattr(processor.image_processor, "backend", "pil") != "pil":
+        from transformers import AutoImageProcessor
+
+        processor.image_processor = AutoImageProcessor.from_pretrained(path, backend="pil")
+    return processor
+
+
 class HFInternVLAdapter:
     """The loaded InternVL model (``ModelAdapter``); generation runs in a worker thread."""
 
@@ -87,6 +124,12 @@ class HFInternVLAdapter:
         self.torch = torch
         self.model_id, self.path = model_id, path
         self.mode = options.get("mode") or checkpoint_mode(read_config(path)) or "native"
+        self.prompt = options.get("prompt") or "checkpoint"
+        if self.prompt not in NATIVE_PROMPTS:
+            raise MedmimError(f"hf-internvl prompt={self.prompt!r}: use checkpoint or internvl2")
+        if self.mode == "remote" and "prompt" in options:
+            raise MedmimError("hf-internvl prompt= applies to mode=native; mode=remote always uses the "
+                              "checkpoint's own model.chat template")
         self.where = placement(torch, options)
         self.max_images = int(options.get("max_images") or DEFAULT_MAX_IMAGES)
         self.max_tiles = int(options.get("max_tiles") or DEFAULT_MAX_TILES)
@@ -125,9 +168,7 @@ class HFInternVLAdapter:
     def _load_native(self) -> None:
         from transformers import InternVLForConditionalGeneration
 
-        from medmim_eval.adapters.internvl_processor import ImageOnlyInternVLProcessor
-
-        self.processor = ImageOnlyInternVLProcessor.from_pretrained(self.path)
+        self.processor = load_native_processor(self.path)
         if not getattr(self.processor, "chat_template", None):
             raise MedmimError(f"hf-internvl: {self.path} has no chat template (chat_template.jinja or "
                               f"chat_template.json); copy it from the checkpoint's transformers conversion")
@@ -150,6 +191,10 @@ class HFInternVLAdapter:
         if self.mode == "remote":
             extra["remote_code"] = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.py"))}
             extra["question"] = INTERNVL2_QUESTION.tag
+        else:
+            extra["prompt"] = f"{NATIVE_PROMPTS[self.prompt]}@{NATIVE_REVISION}"
+            if self.prompt == "internvl2":
+                extra["question"] = INTERNVL2_QUESTION.tag
         return checkpoint_fingerprint("hf-internvl", self.path, self.lineage, mode=self.mode,
                                       dtype=self.where.dtype_name, max_images=self.max_images,
                                       max_tiles=self.max_tiles, tile_size=self.tile_size, **extra)
@@ -170,6 +215,15 @@ class HFInternVLAdapter:
         if self.mode == "remote":
             fmt = INTERNVL2_SINGLE if n == 1 else INTERNVL2_QUESTION
             text, token = render_content(fmt, sample.prompt), IMAGE_PLACEHOLDER
+        elif self.prompt == "internvl2":
+            token = self.processor.image_token
+            if any(token in p.text for p in sample.prompt.parts if isinstance(p, TextPart)):
+                raise MedmimError(f"the prompt text itself contains {token!r}; nothing was sent")
+            fmt = INTERNVL2_SINGLE if n == 1 else INTERNVL2_QUESTION
+            question = render_content(fmt, sample.prompt)
+            if question.count(IMAGE_PLACEHOLDER) != n:
+                raise MedmimError(f"the prompt text itself contains {IMAGE_PLACEHOLDER!r}; nothing was sent")
+            text = internlm2_chat_query(question.replace(IMAGE_PLACEHOLDER, token))
         else:
             text = self.processor.apply_chat_template(self._messages(sample), add_generation_prompt=True,
                                                       tokenize=False)

@@ -19,6 +19,9 @@ Options (all optional):
                 one), so 3 images fit (default 12, InternVL2's per-image default).
 ``max_images``  the most images per prompt (default 3); a sample with more is an error record
                 (``TooManyImagesError``), never truncated.
+``prompt``      native mode: ``checkpoint`` (default: the checkpoint's own chat template) or
+                ``internvl2`` (the query InternVL2-8B's ``model.chat`` builds: ``internlm2-chat``
+                with its system message and ``Image-N`` labels; for a conversion of InternVL2).
 ``batch``       native mode: prompts per ``generate`` call, left-padded, image counts may differ
                 (default 8). Remote mode answers one sample per ``model.chat`` call.
 ``dtype``       ``bf16``/``fp16``/``fp32`` (default bf16 on a GPU, fp32 on the CPU).
@@ -42,8 +45,10 @@ from medmim_eval.registry import AdapterEntry
 
 ADAPTER = "hf-internvl"
 INSTALL_HINT = "the hf backend (torch, transformers) is not installed: pip install 'medmim-eval[hf]'"
-KNOWN_OPTIONS = frozenset({"mode", "max_tiles", "max_images", "batch", "dtype", "device", "device_map", "label"})
+KNOWN_OPTIONS = frozenset({"mode", "prompt", "max_tiles", "max_images", "batch", "dtype", "device", "device_map",
+                           "label"})
 MODES = ("remote", "native")
+PROMPTS = ("checkpoint", "internvl2")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -73,6 +78,11 @@ def option_problem(options: dict[str, str]) -> str | None:
     mode = options.get("mode")
     if mode and mode not in MODES:
         return f"{ADAPTER} mode={mode!r}: use remote (the checkpoint's own model.chat) or native (transformers)"
+    prompt = options.get("prompt")
+    if prompt and prompt not in PROMPTS:
+        return f"{ADAPTER} prompt={prompt!r}: use checkpoint (its chat template) or internvl2 (InternVL2's model.chat query)"
+    if prompt and mode == "remote":
+        return f"{ADAPTER} prompt= applies to mode=native; mode=remote always uses the checkpoint's own model.chat"
     placement = placement_problem(ADAPTER, options)
     if placement:
         return placement

@@ -12,8 +12,10 @@ after its own, which no text token attends to (OpenFlamingo lets a token attend 
 of its chunk). Decoding is greedy unless ``settings.temperature`` > 0, ending an answer at
 ``<|endofchunk|>`` or the eos. Parts, options and installation: :mod:`.med_flamingo_setup`.
 
-Not verified here: open_flamingo and open_clip need torchvision, which cannot be installed on the
-machines this project is built on; the prompt and the ``vision_x`` assembly are tested.
+The model does not run here (CLIP ViT-L-14 and LLaMA-7B weights); tests/parity checks the prompt,
+its token ids, ``vision_x`` (open_clip's own transform, with torchvision fetched for the test) and
+the generation call (open_flamingo 0.0.2's own ``generate`` over a tiny LLaMA) against Med-Flamingo's
+``demo.py``.
 """
 from __future__ import annotations
 

@@ -163,6 +163,23 @@ def test_native_prompt_is_the_checkpoint_chat_template(native: HFInternVLAdapter
     assert native.render(sample(images[:3])) == head + "<IMG_CONTEXT>\n" * 3 + tail
 
 
+def test_native_internvl2_prompt_is_chat_s_query(native_ckpt: Path, images: list[str]) -> None:
+    """prompt=internvl2: InternVL2-8B's internlm2-chat query (tests/parity checks it against its code)."""
+    from medmim_eval.adapters.hf_internvl import INTERNLM2_CHAT_SYSTEM
+
+    adapter = make_hf_internvl(str(native_ckpt), {"prompt": "internvl2"}, AdapterContext())
+    head = f"<|im_start|>system\n{INTERNLM2_CHAT_SYSTEM}<|im_end|><|im_start|>user\n"
+    tail = "Which image is brightest?\nA: first\nB: second\n<|im_end|><|im_start|>assistant\n"
+    assert adapter.render(sample(images[:1])) == head + "<IMG_CONTEXT>\n" + tail
+    assert adapter.render(sample(images[:2])) == head + "Image-1: <IMG_CONTEXT>\nImage-2: <IMG_CONTEXT>\n" + tail
+    assert adapter.fingerprint()["prompt"] == "internvl2_internlm2_chat@2"
+    assert adapter.fingerprint()["question"] == "internvl2_chat@2"
+    bad = sample(images[:1]).model_copy(update={"prompt": Prompt(parts=[
+        ImagePart(index=0, path=images[0]), TextPart(text="see <IMG_CONTEXT> here")])})
+    with pytest.raises(MedmimError, match="prompt text itself contains"):
+        adapter.prepare_sample(bad)
+
+
 def test_stray_placeholder_in_the_text_is_refused(remote: HFInternVLAdapter, images: list[str]) -> None:
     bad = sample(images[:2]).model_copy(update={"prompt": Prompt(parts=[
         ImagePart(index=0, path=images[0]), TextPart(text="see <image> here")])})
@@ -254,6 +271,8 @@ def test_fingerprint_hashes_files_and_reads_lineage(native_ckpt: Path, tmp_path:
     assert print_["lineage"] == {"recipe": "sft", "base": "tiny"} and print_["mode"] == "native"
     assert set(print_["weights"]) == {"model.safetensors"} and len(print_["config_sha256"]) == 64
     assert print_["dtype"] == "float32"
+    # Revision 2 of the native route: the PIL image processor always (tests/parity/test_internvl2_native.py).
+    assert print_["prompt"] == "native_chat_template@2" and "prompt" not in remote.fingerprint()
     assert set(remote.fingerprint()["remote_code"]) == {"configuration_internvl_chat.py", "modeling_internvl_chat.py",
                                                         "configuration_intern_vit.py", "modeling_intern_vit.py",
                                                         "tokenization_internlm2.py"}
@@ -284,6 +303,10 @@ def test_prerequisites_name_the_fix(native_ckpt: Path, remote_ckpt: Path, tmp_pa
         make_hf_internvl(str(native_ckpt), {"max_tiles": "0"}, AdapterContext())
     with pytest.raises(MedmimError, match="unknown option"):
         make_hf_internvl(str(native_ckpt), {"tiles": "2"}, AdapterContext())
+    with pytest.raises(MedmimError, match="prompt='chatml': use checkpoint"):
+        make_hf_internvl(str(native_ckpt), {"prompt": "chatml"}, AdapterContext())
+    with pytest.raises(MedmimError, match="prompt= applies to mode=native"):
+        make_hf_internvl(str(remote_ckpt), {"prompt": "internvl2"}, AdapterContext())
     bare = tmp_path / "no-template"
     shutil.copytree(native_ckpt, bare)
     (bare / "chat_template.jinja").unlink()

@@ -50,8 +50,14 @@ def on_path(folder: Path, package: str) -> Iterator[None]:
         sys.modules.update(saved)
 
 
+_WHEELS: dict[tuple[str, str], Path] = {}
+
+
 def pypi_wheel(name: str, version: str, target: Path) -> Path:
-    """Download ``name==version`` without its dependencies and unpack it into ``target``."""
+    """Download ``name==version`` without its dependencies and unpack it into ``target``; once per
+    test session (a later call returns the first call's folder)."""
+    if (name, version) in _WHEELS:
+        return _WHEELS[(name, version)]
     done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
                            f"{name}=={version}", "-d", str(target / "wheel")],
                           capture_output=True, text=True, timeout=300)
@@ -60,7 +66,19 @@ def pypi_wheel(name: str, version: str, target: Path) -> Path:
         pytest.skip(f"cannot download {name}=={version} from PyPI: {done.stderr.strip().splitlines()[-1:]}")
     with zipfile.ZipFile(wheels[0]) as archive:
         archive.extractall(target / "src")
+    _WHEELS[(name, version)] = target / "src"
     return target / "src"
+
+
+@contextlib.contextmanager
+def torchvision_importable(target: Path) -> Iterator[Path]:
+    """PyPI's ``torchvision==0.28.0`` (no dependencies; downloaded once per session into ``target``)
+    importable while the block runs: its CUDA operator registrations are replaced by an empty module
+    (this torch is CPU-only); the transforms are torchvision's own."""
+    src = pypi_wheel("torchvision", "0.28.0", target)
+    with on_path(src, "torchvision"):
+        sys.modules["torchvision._meta_registrations"] = ModuleType("torchvision._meta_registrations")
+        yield src
 
 
 def load_by_path(name: str, path: Path, stand_ins: dict[str, dict[str, Any]] | None = None) -> ModuleType:

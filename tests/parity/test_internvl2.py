@@ -18,15 +18,14 @@ distributed across all images"), so the reference is called with our per-image `
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any, Iterator
 
+import internvl2_reference
 import pytest
 from compare import same_ids, same_pixels, same_text, same_value
 from items import ITEM_IDS, Item, items, make_images
-from references import internvl2_importable, on_path, pypi_wheel
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -40,30 +39,14 @@ TOKENS = 6
 
 @pytest.fixture(scope="module")
 def reference() -> SimpleNamespace:
-    internvl2_importable()
-    from internvl.conversation import get_conv_template
-
-    return SimpleNamespace(get_conv_template=get_conv_template)
+    return internvl2_reference.conversation()
 
 
 @pytest.fixture(scope="module")
 def tiling(tmp_path_factory: pytest.TempPathFactory, reference: SimpleNamespace) -> Iterator[SimpleNamespace]:
     """``dynamic_preprocess`` and ``build_transform`` of ``internvl/train/dataset.py`` with torchvision."""
-    tv = pypi_wheel("torchvision", "0.28.0", tmp_path_factory.mktemp("torchvision"))
-    saved = {name: sys.modules.get(name) for name in ("cv2", "imageio", "decord")}
-    with on_path(tv, "torchvision"):
-        sys.modules["torchvision._meta_registrations"] = ModuleType("torchvision._meta_registrations")
-        for name in saved:
-            sys.modules.setdefault(name, ModuleType(name))
-        sys.modules["decord"].VideoReader = object  # type: ignore[attr-defined]
-        import importlib
-
-        dataset = importlib.import_module("internvl.train.dataset")
-        yield SimpleNamespace(dynamic_preprocess=dataset.dynamic_preprocess, build_transform=dataset.build_transform)
-        del sys.modules["internvl.train.dataset"]
-    for name, module in saved.items():
-        if module is None:
-            sys.modules.pop(name, None)
+    with internvl2_reference.tiling(tmp_path_factory.mktemp("torchvision")) as functions:
+        yield functions
 
 
 @pytest.fixture(scope="module")
@@ -81,28 +64,9 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Item]:
     return {item.name: item for item in items(make_images(tmp_path_factory.mktemp("parity-images")))}
 
 
-def reference_question(item: Item) -> str:
-    n = len(item.paths)
-    return ("<image>\n" if n == 1 else "".join(f"Image-{i}: <image>\n" for i in range(1, n + 1))) + item.question
-
-
-def reference_query(reference: SimpleNamespace, question: str) -> str:
-    template = reference.get_conv_template("internlm2-chat")
-    template.append_message(template.roles[0], question)
-    template.append_message(template.roles[1], None)
-    return template.get_prompt()
-
-
-def reference_pixels(tiling: SimpleNamespace, paths: tuple[str, ...], size: int, max_num: int) -> tuple[Any, list[int]]:
-    from PIL import Image
-
-    transform = tiling.build_transform(is_train=False, input_size=size)
-    stacks = []
-    for path in paths:
-        with Image.open(path) as image:
-            tiles = tiling.dynamic_preprocess(image.convert("RGB"), image_size=size, use_thumbnail=True, max_num=max_num)
-        stacks.append(torch.stack([transform(tile) for tile in tiles]))
-    return torch.cat(stacks), [len(s) for s in stacks]
+reference_question = internvl2_reference.question
+reference_query = internvl2_reference.query
+reference_pixels = internvl2_reference.pixels
 
 
 class RecordingTokenizer:
@@ -152,8 +116,7 @@ def test_question_query_ids_pixels_and_answer_match_internvl2(name: str, adapter
     per_tile = adapter.model.num_image_token
     same_value("image tokens per tile", per_tile, 4)  # (32 / 8)^2 * 0.5^2; InternVL2-8B: (448 / 14)^2 * 0.5^2 = 256
     query = reference_query(reference, question)
-    for n in ref_tiles:
-        query = query.replace("<image>", "<img>" + "<IMG_CONTEXT>" * per_tile * n + "</img>", 1)
+    query = internvl2_reference.expand(query, ref_tiles, per_tile)
     same_text("query", recording.texts[0], query)
     ids = recording.tokenizer(recording.texts[0])["input_ids"]
     same_ids("input ids", ids, recording.tokenizer(query)["input_ids"])
