@@ -5,7 +5,7 @@ process (:mod:`medmim_eval.adapters.vllm_offline_worker`, run by file path with 
 python: ``launcher=`` / ``$MEDMIM_VLLM_PYTHON`` / this python), started once per model and stopped
 in ``aclose``. Batches of ``batch=`` prompts (default 32) go to it as JSON lines; images go as file
 paths when the file can be used as it is, else as data URLs made by the openai adapter's image
-policy (:mod:`medmim_eval.adapters.image_payload`: 16-bit scaled, oversized images shrunk), so both
+policy (:mod:`medmim_eval.adapters.openai.image_payload`: 16-bit scaled, oversized images shrunk), so both
 vLLM routes see the same pixels.
 
 Options: those of ``vllm:`` that shape the engine (``preset``, ``launcher``, ``env.NAME``,
@@ -77,7 +77,7 @@ class VLLMOfflineAdapter:
 
     def __init__(self, model_id: str, model: str, settings: EngineSettings, options: dict[str, str],
                  context: AdapterContext) -> None:
-        from medmim_eval.adapters.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImagePayloadCache
+        from medmim_eval.adapters.openai.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImagePayloadCache
 
         self.model_id, self.model, self.settings = model_id, model, settings
         try:

@@ -27,7 +27,7 @@ DISABLE_AUTOLOAD_ENV = "MEDMIM_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "MEDMIM_BLOCK_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "medmim_eval.adapters.plugin",
-    "medmim_eval.adapters.openai_plugin",
+    "medmim_eval.adapters.openai.plugin",
     "medmim_eval.adapters.vllm_plugin",
     "medmim_eval.adapters.hf_plugin",
     "medmim_eval.adapters.internvl_plugin",

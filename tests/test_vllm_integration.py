@@ -191,7 +191,7 @@ class TestAttachedServer:
 
     def test_image_order_reaches_the_model(self, served: Served, tmp_path: Path) -> None:
         openai = pytest.importorskip("openai")
-        from medmim_eval.adapters.image_payload import encode_image
+        from medmim_eval.adapters.openai.image_payload import encode_image
 
         task = image_task(tmp_path / "imgs", [2])
         first, second = (encode_image(str(task.parent / f"img0_{j}.png")).data_url for j in range(2))
