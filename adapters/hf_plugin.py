@@ -48,7 +48,7 @@ LLAVA_FORMATS = FORMATS["hf-llava"]
 MODEL_TYPES = {"hf-llava": "llava", "hf-idefics2": "idefics2"}
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 ORIGINAL_LLAVA = ("is the original LLaVA-repository checkpoint (LlavaMistralForCausalLM); hf-llava needs an "
-                  "HF-format LlavaForConditionalGeneration port (see adapters/model_registry.py)")
+                  "HF-format LlavaForConditionalGeneration port (see adapters/vllm/model_registry.py)")
 
 
 def _config(folder: Path) -> dict[str, Any]:

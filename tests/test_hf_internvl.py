@@ -349,7 +349,7 @@ def test_internvl2_8b_resolves_to_the_remote_route_without_vllm(remote_ckpt: Pat
     import sys
 
     from medmim_eval.adapter import parse_model_specs
-    from medmim_eval.adapters.vllm_server import has_vllm
+    from medmim_eval.adapters.vllm.server import has_vllm
     from medmim_eval.plugins import create_plugin_host
     from medmim_eval.run_setup import resolve_models
 

@@ -239,7 +239,7 @@ def test_offline_engine_through_the_worker(engine: Engine, tiny: Path, tmp_path:
     pytest.importorskip("jinja2")
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from medmim_eval.adapters.model_registry import bundled_template
+    from medmim_eval.adapters.vllm.model_registry import bundled_template
 
     out = tmp_path / "run"
     task = image_task(tmp_path / "imgs", [2, 4, 3])
@@ -300,7 +300,7 @@ def test_launched_server_dies_with_a_killed_harness_and_the_run_resumes(engine: 
 def test_a_model_vllm_cannot_load_fails_with_the_server_log(engine: Engine, tiny: Path, tmp_path: Path) -> None:
     pytest.importorskip("openai", reason="the vllm adapter needs the openai client (medmim-eval[openai])")
     from medmim_eval.adapter import AdapterContext
-    from medmim_eval.adapters.vllm_adapter import make_vllm
+    from medmim_eval.adapters.vllm.adapter import make_vllm
     from medmim_eval.errors import MedmimError
 
     broken = tmp_path / "broken"

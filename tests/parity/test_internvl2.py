@@ -170,7 +170,7 @@ def test_batch_chat_answers_single_image_items_as_chat(adapter: HFInternVLAdapte
 @pytest.mark.parametrize("name", ITEM_IDS)
 def test_the_shipped_vllm_template_renders_chat_s_prompt(name: str, adapter: HFInternVLAdapter,
                                                          reference: SimpleNamespace, cases: dict[str, Item]) -> None:
-    template = (Path(__file__).resolve().parents[2] / "adapters" / "chat_templates" / "internvl2_internlm2.jinja").read_text()
+    template = (Path(__file__).resolve().parents[2] / "adapters" / "vllm" / "chat_templates" / "internvl2_internlm2.jinja").read_text()
     item = cases[name]
     content = [{"type": "image"} if part.type == "image" else {"type": "text", "text": part.text}
                for part in item.prompt.parts]

@@ -1,7 +1,7 @@
 """The ``vllm-offline:`` adapter: vLLM's offline engine (``vllm.LLM``, batched ``LLM.chat``).
 
 vLLM usually lives in another environment than the harness, so the engine runs in a worker
-process (:mod:`medmim_eval.adapters.vllm_offline_worker`, run by file path with the launcher
+process (:mod:`medmim_eval.adapters.vllm.offline_worker`, run by file path with the launcher
 python: ``launcher=`` / ``$MEDMIM_VLLM_PYTHON`` / this python), started once per model and stopped
 in ``aclose``. Batches of ``batch=`` prompts (default 32) go to it as JSON lines; images go as file
 paths when the file can be used as it is, else as data URLs made by the openai adapter's image
@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
-from medmim_eval.adapters.model_registry import EngineSettings, engine_settings
-from medmim_eval.adapters.vllm_adapter import is_local_target, model_identity, target_problem
-from medmim_eval.adapters.vllm_server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
+from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings
+from medmim_eval.adapters.vllm.adapter import is_local_target, model_identity, target_problem
+from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
                                               launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, TooManyImagesError
 from medmim_eval.schema import PromptRecord, Sample, TextPart
 
-WORKER = Path(__file__).with_name("vllm_offline_worker.py")
+WORKER = Path(__file__).with_name("offline_worker.py")
 DEFAULT_BATCH = 32
 _LIVE: "weakref.WeakSet[VLLMOfflineAdapter]" = weakref.WeakSet()
 

@@ -3,8 +3,8 @@
 Spec: ``vllm:PATH_OR_HUB_ID[,key=value...]``.
 
 * Without ``base_url=`` it launches ``python -m vllm.entrypoints.openai.api_server`` for the target
-  (see :mod:`medmim_eval.adapters.vllm_server`) with the launch flags of the model's preset
-  (:mod:`medmim_eval.adapters.model_registry`), waits until it is healthy, evaluates through
+  (see :mod:`medmim_eval.adapters.vllm.server`) with the launch flags of the model's preset
+  (:mod:`medmim_eval.adapters.vllm.model_registry`), waits until it is healthy, evaluates through
   :class:`~medmim_eval.adapters.openai.chat.OpenAIChatAdapter` and stops it in ``aclose``.
 * With ``base_url=URL[|URL...]`` it attaches to running servers (e.g. ``medmim-eval serve``) that
   serve the target under that name (or whose checkpoint root is the target) and stops nothing.
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult
-from medmim_eval.adapters.model_registry import EngineSettings, engine_settings, server_args, unservable_reason
-from medmim_eval.adapters.vllm_server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
+from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings, server_args, unservable_reason
+from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
                                               extra_args, launch, launch_env, launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, MissingBackendError
 
