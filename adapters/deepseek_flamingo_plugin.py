@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from medmim_eval.adapters.placement_options import placement_problem
+from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.adapters.med_flamingo_setup import check_med_flamingo
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry

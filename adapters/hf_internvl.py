@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+from medmim_eval.adapters.hf.common import (answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, file_sha256, generate_answers, input_device,
                                             load_model, load_rgb, placement, read_lineage, stop_token_ids)
 from medmim_eval.adapters.internvl_plugin import INSTALL_HINT, check_hf_internvl, checkpoint_mode, read_config
@@ -81,8 +81,8 @@ def ensure_generate(model: Any) -> None:
     InternLM2's remote ``InternLM2ForCausalLM`` defines ``prepare_inputs_for_generation`` but does not
     inherit ``GenerationMixin``; since transformers 4.50 ``PreTrainedModel`` no longer does either,
     so InternVL2's ``chat`` fails with "has no attribute 'generate'" (and mixing the class in fails
-    under transformers 5, see :mod:`.legacy_decoding`). The instance gets
-    :func:`~.legacy_decoding.legacy_generate`, which drives the model's own legacy-cache contract.
+    under transformers 5, see :mod:`medmim_eval.adapters.hf.legacy_decoding`). The instance gets
+    :func:`~medmim_eval.adapters.hf.legacy_decoding.legacy_generate`, which drives the model's own legacy-cache contract.
     """
     language_model = getattr(model, "language_model", None)
     if language_model is None or hasattr(language_model, "generate"):
@@ -91,7 +91,7 @@ def ensure_generate(model: Any) -> None:
         return
     import functools
 
-    from medmim_eval.adapters.legacy_decoding import legacy_generate
+    from medmim_eval.adapters.hf.legacy_decoding import legacy_generate
 
     language_model.generate = functools.partial(legacy_generate, language_model)
 

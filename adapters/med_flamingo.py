@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, file_sha256, load_rgb, placement,
+from medmim_eval.adapters.hf.common import (answer_requests, check_image_count, file_sha256, load_rgb, placement,
                                             read_lineage)
 from medmim_eval.adapters.med_flamingo_prompt import END_OF_CHUNK, MEDIA_TOKEN, SYSTEM_PROMPT, render_med_flamingo
 from medmim_eval.adapters.med_flamingo_setup import (CLIP_ARCH, CROSS_ATTN_EVERY_N_LAYERS, INSTALL_HINT,

@@ -29,7 +29,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "medmim_eval.adapters.plugin",
     "medmim_eval.adapters.openai.plugin",
     "medmim_eval.adapters.vllm.plugin",
-    "medmim_eval.adapters.hf_plugin",
+    "medmim_eval.adapters.hf.plugin",
     "medmim_eval.adapters.internvl_plugin",
     "medmim_eval.adapters.deepseek_flamingo_plugin",
     "medmim_eval.tasks.plugin",

@@ -293,7 +293,7 @@ class TinyFlamingo:
 def test_generation_is_demo_py_s(flamingo_generate: Any, tokenizer: Any, encode_text: Any, med_flamingo: Path,
                                  clip_preprocess: Any, cases: dict[str, Item]) -> None:
     from medmim_eval.adapter import GenerationSettings
-    from medmim_eval.adapters.hf_common import placement
+    from medmim_eval.adapters.hf.common import placement
 
     tree = ast.parse((med_flamingo / "scripts" / "demo.py").read_text())
     [call] = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)

@@ -67,7 +67,7 @@ def default_device(torch: Any) -> str:
 
 
 def placement(torch: Any, options: dict[str, str]) -> Placement:
-    """The placement the options ask for (validated beforehand by ``hf_plugin.option_problem``):
+    """The placement the options ask for (validated beforehand by ``hf.plugin.option_problem``):
     bf16 on a GPU, fp32 on the CPU unless ``dtype=`` says otherwise."""
     device_map = options.get("device_map") or None
     device = options.get("device") or default_device(torch)

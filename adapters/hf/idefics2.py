@@ -4,14 +4,14 @@
 in the ``idefics2`` format of :mod:`medmim_eval.prompt_formats` (``User:<image><image>Q<end_of_utterance>\\nAssistant:``,
 the BOS added by the tokenizer), one ``<image>`` per image at its position; the processor expands
 each into ``<fake_token_around_image>`` + ``image_seq_len`` image tokens (as Mantis's own Idefics2
-processor does: :func:`.hf_common.idefics2_inputs`), and the model's perceiver
+processor does: :func:`medmim_eval.adapters.hf.common.idefics2_inputs`), and the model's perceiver
 turns each image into that many embeddings, so images reach the model in prompt order. Images keep
 their aspect ratio (the processor resizes them between its shortest and longest edge); image
 splitting is off unless ``image_splitting=1`` (Mantis-8B-Idefics2 was trained without it).
 Batches are left-padded and may mix image counts (the processor pads the image list with blank
 images, which the model skips). Greedy unless ``settings.temperature`` > 0; answers stop at the
 eos or ``<end_of_utterance>``. More than ``max_images`` images -> ``TooManyImagesError`` for that
-sample. Options: see :mod:`.hf_plugin`.
+sample. Options: see :mod:`medmim_eval.adapters.hf.plugin`.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+from medmim_eval.adapters.hf.common import (answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, idefics2_inputs, input_device,
                                             load_model,
                                             load_rgb, placement, read_lineage, stop_token_ids)
-from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_idefics2
+from medmim_eval.adapters.hf.plugin import INSTALL_HINT, check_hf_idefics2
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import get_format, render_prompt
 from medmim_eval.schema import PromptRecord, Sample, content_hash

@@ -34,7 +34,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from medmim_eval.adapters.placement_options import placement_problem
+from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.prompt_formats import default_format  # noqa: F401  (moved to the core; kept importable here)
 from medmim_eval.registry import AdapterEntry
@@ -122,7 +122,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             name="hf-llava",
             description="a local LLaVA-architecture checkpoint (Mantis-siglip-llama3, LLaVA-Med port) "
                         "run in-process by transformers",
-            factory="medmim_eval.adapters.hf_llava:make_hf_llava",
+            factory="medmim_eval.adapters.hf.llava:make_hf_llava",
             extras=("hf",),
             target="required",
             example="hf-llava:/models/mantis-8b-siglip-llama3,format=mantis_llama3,batch=8",
@@ -133,7 +133,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
         AdapterEntry(
             name="hf-idefics2",
             description="a local Idefics2 checkpoint (Mantis-8B-Idefics2) run in-process by transformers",
-            factory="medmim_eval.adapters.hf_idefics2:make_hf_idefics2",
+            factory="medmim_eval.adapters.hf.idefics2:make_hf_idefics2",
             extras=("hf",),
             target="required",
             example="hf-idefics2:/models/Mantis-8B-Idefics2,batch=8",
