@@ -30,7 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "medmim_eval.adapters.openai.plugin",
     "medmim_eval.adapters.vllm.plugin",
     "medmim_eval.adapters.hf.plugin",
-    "medmim_eval.adapters.internvl_plugin",
+    "medmim_eval.adapters.hf.internvl.plugin",
     "medmim_eval.adapters.deepseek_flamingo_plugin",
     "medmim_eval.tasks.plugin",
     "medmim_eval.dataset_builders.plugin",

@@ -32,7 +32,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_internvl import HFInternVLAdapter, make_hf_internvl  # noqa: E402
+from medmim_eval.adapters.hf.internvl.adapter import HFInternVLAdapter, make_hf_internvl  # noqa: E402
 
 TOKENS = 6
 

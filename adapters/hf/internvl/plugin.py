@@ -130,7 +130,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             name=ADAPTER,
             description="a local InternVL checkpoint run in-process by transformers: InternVL2 through its "
                         "remote code (model.chat, dynamic tiling) or a transformers-native InternVL",
-            factory="medmim_eval.adapters.hf_internvl:make_hf_internvl",
+            factory="medmim_eval.adapters.hf.internvl.adapter:make_hf_internvl",
             extras=("hf",),
             target="required",
             example="hf-internvl:/models/InternVL2-8B,mode=remote,max_tiles=12",
