@@ -1,12 +1,12 @@
 """The ``hf-deepseek-vl`` adapter: a DeepSeek-VL checkpoint run in-process.
 
-Both routes (see :mod:`.deepseek_flamingo_plugin`) receive the same text, rendered by
-:mod:`.deepseek_vl_prompt` (the original ``deepseek`` template, one ``<image_placeholder>`` per
+Both routes (see :mod:`medmim_eval.adapters.hf.deepseek_vl.plugin`) receive the same text, rendered by
+:mod:`medmim_eval.adapters.hf.deepseek_vl.prompt` (the original ``deepseek`` template, one ``<image_placeholder>`` per
 image at its position), and the same 8-bit RGB images in prompt order. The ``native`` route runs
 transformers' ``DeepseekVL(Hybrid)ForConditionalGeneration`` with the checkpoint's processor (its
 ``*Pil`` image processor needs no torchvision), each image first resized as DeepSeek-VL's own
 ``VLMImageProcessor`` sizes it (:func:`deepseek_resize`); the ``package`` route is in
-:mod:`.deepseek_vl_package`. Batches are left-padded and may mix image counts. Decoding is greedy
+:mod:`medmim_eval.adapters.hf.deepseek_vl.package`. Batches are left-padded and may mix image counts. Decoding is greedy
 unless ``settings.temperature`` > 0. A prompt with more than ``max_images`` images is answered with
 ``TooManyImagesError``, one whose text carries stray image tags with ``MedmimError``: nothing is
 dropped or truncated.
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.deepseek_flamingo_plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
+from medmim_eval.adapters.hf.deepseek_vl.plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
                                                            deepseek_mode, read_config)
-from medmim_eval.adapters.deepseek_vl_prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
+from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
 from medmim_eval.adapters.hf.common import (Placement, answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, input_device, load_model,
                                             load_rgb, placement, read_lineage, stop_token_ids)
@@ -123,7 +123,7 @@ class DeepseekVLAdapter:
         if mode == "native":
             self.backend: Any = NativeDeepseekVL(torch, path, self.placement)
         else:
-            from medmim_eval.adapters.deepseek_vl_package import PackageDeepseekVL
+            from medmim_eval.adapters.hf.deepseek_vl.package import PackageDeepseekVL
 
             self.backend = PackageDeepseekVL(torch, path, self.placement)
         self.image_token = self.backend.image_token
