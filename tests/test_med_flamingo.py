@@ -15,8 +15,8 @@ import pytest
 from conftest import run_cli
 
 from medmim_eval.adapter import GenerationSettings
-from medmim_eval.adapters.hf.med_flamingo.prompt import SYSTEM_PROMPT, render_med_flamingo
 from medmim_eval.adapters.hf.med_flamingo.parts import BACKEND_MODULES, check_med_flamingo, resolve_parts
+from medmim_eval.adapters.hf.med_flamingo.prompt import SYSTEM_PROMPT, render_med_flamingo
 from medmim_eval.schema import ImagePart, Prompt, TextPart
 
 QUESTION = "Which image shows a larger effusion?\nA: first\nB: second\n"

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
-from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings
 from medmim_eval.adapters.vllm.adapter import is_local_target, model_identity, target_problem
+from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings
 from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
                                               launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, TooManyImagesError

@@ -67,8 +67,8 @@ def serve(ctx: click.Context, model: str, port: int, bind: str, pairs: tuple[str
     optionally with ,key=value options. Runs attach with
     --models 'vllm:SERVED_NAME,base_url=URL'; several servers: base_url=URL1|URL2.
     """
-    from medmim_eval.adapters.vllm.model_registry import engine_settings, server_args
     from medmim_eval.adapters.vllm.adapter import default_served_name, is_local_target, target_problem
+    from medmim_eval.adapters.vllm.model_registry import engine_settings, server_args
     from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, extra_args, launch,
                                                   launch_env, launcher_python, vllm_missing)
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf.deepseek_vl.plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
-                                                           deepseek_mode, read_config)
-from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
 from medmim_eval.adapters.hf.common import (Placement, answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, input_device, load_model,
                                             load_rgb, placement, read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf.deepseek_vl.plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
+                                                        deepseek_mode, read_config)
+from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.schema import PromptRecord, Sample, content_hash
 

@@ -29,10 +29,10 @@ from typing import Any, Callable, Sequence
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
 from medmim_eval.adapters.hf.common import (answer_requests, check_image_count, file_sha256, load_rgb, placement,
                                             read_lineage)
-from medmim_eval.adapters.hf.med_flamingo.prompt import END_OF_CHUNK, MEDIA_TOKEN, SYSTEM_PROMPT, render_med_flamingo
 from medmim_eval.adapters.hf.med_flamingo.parts import (CLIP_ARCH, CROSS_ATTN_EVERY_N_LAYERS, INSTALL_HINT,
-                                                     MedFlamingoParts, check_med_flamingo, missing_backend,
-                                                     resolve_parts)
+                                                        MedFlamingoParts, check_med_flamingo, missing_backend,
+                                                        resolve_parts)
+from medmim_eval.adapters.hf.med_flamingo.prompt import END_OF_CHUNK, MEDIA_TOKEN, SYSTEM_PROMPT, render_med_flamingo
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.schema import PromptRecord, Sample, content_hash
 
