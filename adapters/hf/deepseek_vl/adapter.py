@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf.common import (Placement, answer_requests, check_image_count, checked_target,
+from medmim_eval.adapters.hf.common import (Placement, Prepared, answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, input_device, load_model,
-                                            load_rgb, placement, read_lineage, stop_token_ids)
+                                            placement, prepared_prompt, read_lineage, stop_token_ids)
 from medmim_eval.adapters.hf.deepseek_vl.plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
                                                         deepseek_mode, read_config)
 from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
 from medmim_eval.errors import MedmimError, MissingBackendError
-from medmim_eval.schema import PromptRecord, Sample, content_hash
+from medmim_eval.schema import Sample, content_hash
 
 DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
-Prepared = tuple[str, list[Any], PromptRecord]
 
 
 def deepseek_resize(image: Any, target: int, min_size: int, resample: int) -> Any:
@@ -137,19 +136,8 @@ class DeepseekVLAdapter:
     def prepare_sample(self, sample: Sample) -> Prepared:
         """The rendered text, the images in prompt order and the record; raises MedmimError if refused."""
         check_image_count(sample, self.max_images, self.model_id)
-        images = sample.prompt.images
         text = render_deepseek_vl(sample.prompt, self.image_token)
-        if text.count(self.image_token) != len(images):
-            raise MedmimError(f"the prompt text itself contains {self.image_token!r}; nothing was sent")
-        loaded, notes = [], []
-        for n, part in enumerate(images, 1):
-            pixels, note = load_rgb(part.path)
-            loaded.append(pixels)
-            if note:
-                notes.append(f"image {n}: {note}")
-        record = PromptRecord(n_images=len(images), image_order=[p.index for p in images],
-                              rendered_prompt_sha256=content_hash(text), notes=notes)
-        return text, loaded, record
+        return prepared_prompt(sample, text, {self.image_token: len(sample.prompt.images)})
 
     def next_token_logits(self, *samples: Sample) -> Any:
         """The logits of the first answer token, one row per sample, from one left-padded batch
