@@ -29,7 +29,7 @@ setup(
     packages=sorted(package_dir),
     package_dir=package_dir,
     package_data={"": ["*.yaml", "*.json", "*.md"], "medmim_eval": ["data/*.json"],
-                  "medmim_eval.adapters": ["chat_templates/*.jinja"],
+                  "medmim_eval.adapters.vllm": ["chat_templates/*.jinja"],
                   "medmim_eval.training_recipes": ["configs/*.yaml"]},
     include_package_data=True,
 )

@@ -1,4 +1,4 @@
-"""Registers the built-in adapters."""
+"""Registers the baseline adapters (random, majority and the text-only shortcuts of baselines.py)."""
 from __future__ import annotations
 
 from typing import Callable

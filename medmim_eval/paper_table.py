@@ -22,7 +22,7 @@ IMPROVEMENT = "improvement"
 # A printed † value may differ from the difference of its two printed cells by rounding only.
 IMPROVEMENT_TOLERANCE = 0.01 + 1e-9
 
-# The paper's spelling -> the registry name of the same model (adapters/model_registry.py and the
+# The paper's spelling -> the registry name of the same model (adapters/vllm/model_registry.py and the
 # OpenAI plugin register these as paper models; the Mantis-8B of the paper is the SigLIP variant
 # that Med-Mantis was fine-tuned from).
 PAPER_TO_REGISTRY: dict[str, str] = {

@@ -27,11 +27,12 @@ DISABLE_AUTOLOAD_ENV = "MEDMIM_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "MEDMIM_BLOCK_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "medmim_eval.adapters.plugin",
-    "medmim_eval.adapters.openai_plugin",
-    "medmim_eval.adapters.vllm_plugin",
-    "medmim_eval.adapters.hf_plugin",
-    "medmim_eval.adapters.internvl_plugin",
-    "medmim_eval.adapters.deepseek_flamingo_plugin",
+    "medmim_eval.adapters.openai.plugin",
+    "medmim_eval.adapters.vllm.plugin",
+    "medmim_eval.adapters.hf.plugin",
+    "medmim_eval.adapters.hf.internvl.plugin",
+    "medmim_eval.adapters.hf.deepseek_vl.plugin",
+    "medmim_eval.adapters.hf.med_flamingo.plugin",
     "medmim_eval.tasks.plugin",
     "medmim_eval.dataset_builders.plugin",
     "medmim_eval.training_recipes.plugin",

@@ -54,7 +54,7 @@ def openai_server() -> Iterator[FakeOpenAIServer]:
 
 def test_openai_adapter_conforms(openai_server: FakeOpenAIServer, medmim_conformance: Any) -> None:
     options = {"base_url": openai_server.url}
-    report = medmim_conformance("medmim_eval.adapters.openai_chat:make_openai", target="test-model", options=options,
+    report = medmim_conformance("medmim_eval.adapters.openai.chat:make_openai", target="test-model", options=options,
                                 other_weights=("other-model", options),
                                 other_settings=("test-model", {**options, "max_side": "32"}))
     assert not report.failed and "too_many_images" in report.passed and "errors" in report.passed
@@ -171,24 +171,24 @@ def _hf_case(family: str) -> tuple[str, str, dict[str, str], tuple[str, dict[str
         from tiny_models import tiny_llava, tiny_llava_clip_mistral
 
         ckpt = str(tiny_llava())
-        return ("medmim_eval.adapters.hf_llava:make_hf_llava", ckpt, {"format": "mantis_llama3", "batch": "4"},
+        return ("medmim_eval.adapters.hf.llava:make_hf_llava", ckpt, {"format": "mantis_llama3", "batch": "4"},
                 (str(tiny_llava_clip_mistral()), {"batch": "4"}), (ckpt, {"format": "llava_med_mistral", "batch": "4"}))
     if family == "hf-idefics2":
         from tiny_models import tiny_idefics2
 
         ckpt = str(tiny_idefics2())
-        return ("medmim_eval.adapters.hf_idefics2:make_hf_idefics2", ckpt, {"batch": "4"},
+        return ("medmim_eval.adapters.hf.idefics2:make_hf_idefics2", ckpt, {"batch": "4"},
                 (str(tiny_idefics2(seed=1)), {"batch": "4"}), (ckpt, {"batch": "4", "image_splitting": "1"}))
     if family == "hf-internvl":
         from tiny_models_internvl import tiny_internvl
 
         ckpt = str(tiny_internvl())
-        return ("medmim_eval.adapters.hf_internvl:make_hf_internvl", ckpt, {"batch": "4"},
+        return ("medmim_eval.adapters.hf.internvl.adapter:make_hf_internvl", ckpt, {"batch": "4"},
                 (str(tiny_internvl(seed=1)), {"batch": "4"}), (ckpt, {"batch": "4", "max_images": "2"}))
     from tiny_models_deepseek import tiny_deepseek_vl, tiny_deepseek_vl_hybrid
 
     ckpt = str(tiny_deepseek_vl())
-    return ("medmim_eval.adapters.hf_deepseek_vl:make_hf_deepseek_vl", ckpt, {"batch": "4"},
+    return ("medmim_eval.adapters.hf.deepseek_vl.adapter:make_hf_deepseek_vl", ckpt, {"batch": "4"},
             (str(tiny_deepseek_vl_hybrid()), {"batch": "4"}), (ckpt, {"batch": "4", "max_images": "2"}))
 
 

@@ -75,9 +75,9 @@ def _answers(adapter: Any, samples: list[Sample]) -> list[GenerationResult]:
 
 
 def test_vllm_and_transformers_agree_in_float32(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
-    from medmim_eval.adapters.hf_llava import make_hf_llava
-    from medmim_eval.adapters.model_registry import bundled_template
-    from medmim_eval.adapters.vllm_offline import make_vllm_offline
+    from medmim_eval.adapters.hf.llava import make_hf_llava
+    from medmim_eval.adapters.vllm.model_registry import bundled_template
+    from medmim_eval.adapters.vllm.offline import make_vllm_offline
 
     bundled = bundled_template("mantis_llama3").read_text()
     assert "{{- bos_token -}}" in bundled

@@ -17,8 +17,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationResult  # noqa: E402
-from medmim_eval.adapters.deepseek_flamingo_plugin import check_deepseek_vl  # noqa: E402
-from medmim_eval.adapters.hf_deepseek_vl import DeepseekVLAdapter, make_hf_deepseek_vl  # noqa: E402
+from medmim_eval.adapters.hf.deepseek_vl.adapter import DeepseekVLAdapter, make_hf_deepseek_vl  # noqa: E402
+from medmim_eval.adapters.hf.deepseek_vl.plugin import check_deepseek_vl  # noqa: E402
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError  # noqa: E402
 from medmim_eval.schema import ImagePart, Prompt, TextPart  # noqa: E402
 

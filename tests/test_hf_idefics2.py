@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationResult  # noqa: E402
-from medmim_eval.adapters.hf_idefics2 import HFIdefics2Adapter, make_hf_idefics2  # noqa: E402
+from medmim_eval.adapters.hf.idefics2 import HFIdefics2Adapter, make_hf_idefics2  # noqa: E402
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError  # noqa: E402
 
 TOKENS_PER_IMAGE = 8  # the perceiver's latents (64 in Mantis-8B-Idefics2)
@@ -136,7 +136,7 @@ def test_prerequisites_name_the_fix(ckpt: Path, tmp_path: Path, monkeypatch: pyt
     with pytest.raises(MedmimError, match=f"is a llava checkpoint; use hf-llava:{llava}"):
         make_hf_idefics2(str(llava), {}, AdapterContext())
     with pytest.raises(MedmimError, match=f"is a idefics2 checkpoint; use hf-idefics2:{ckpt}"):
-        from medmim_eval.adapters.hf_llava import make_hf_llava
+        from medmim_eval.adapters.hf.llava import make_hf_llava
 
         make_hf_llava(str(ckpt), {}, AdapterContext())
     (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())

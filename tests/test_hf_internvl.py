@@ -21,8 +21,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_internvl import HFInternVLAdapter, make_hf_internvl  # noqa: E402
-from medmim_eval.adapters.internvl_tiling import choose_grid, per_image_budget, tile_image  # noqa: E402
+from medmim_eval.adapters.hf.internvl.adapter import HFInternVLAdapter, make_hf_internvl  # noqa: E402
+from medmim_eval.adapters.hf.internvl.tiling import choose_grid, per_image_budget, tile_image  # noqa: E402
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError  # noqa: E402
 from medmim_eval.schema import ImagePart, Prompt, Sample, TextPart  # noqa: E402
 
@@ -123,7 +123,7 @@ def test_tiles_match_transformers_gotocr2_pixels(images: list[str]) -> None:
     from PIL import Image
     from transformers import GotOcr2ImageProcessorPil
 
-    from medmim_eval.adapters.internvl_tiling import IMAGENET_MEAN, IMAGENET_STD
+    from medmim_eval.adapters.hf.internvl.tiling import IMAGENET_MEAN, IMAGENET_STD
 
     processor = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, max_patches=6,
                                          image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
@@ -165,7 +165,7 @@ def test_native_prompt_is_the_checkpoint_chat_template(native: HFInternVLAdapter
 
 def test_native_internvl2_prompt_is_chat_s_query(native_ckpt: Path, images: list[str]) -> None:
     """prompt=internvl2: InternVL2-8B's internlm2-chat query (tests/parity checks it against its code)."""
-    from medmim_eval.adapters.hf_internvl import INTERNLM2_CHAT_SYSTEM
+    from medmim_eval.adapters.hf.internvl.adapter import INTERNLM2_CHAT_SYSTEM
 
     adapter = make_hf_internvl(str(native_ckpt), {"prompt": "internvl2"}, AdapterContext())
     head = f"<|im_start|>system\n{INTERNLM2_CHAT_SYSTEM}<|im_end|><|im_start|>user\n"
@@ -349,7 +349,7 @@ def test_internvl2_8b_resolves_to_the_remote_route_without_vllm(remote_ckpt: Pat
     import sys
 
     from medmim_eval.adapter import parse_model_specs
-    from medmim_eval.adapters.vllm_server import has_vllm
+    from medmim_eval.adapters.vllm.server import has_vllm
     from medmim_eval.plugins import create_plugin_host
     from medmim_eval.run_setup import resolve_models
 

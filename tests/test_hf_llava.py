@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_llava import HFLlavaAdapter, make_hf_llava  # noqa: E402
+from medmim_eval.adapters.hf.llava import HFLlavaAdapter, make_hf_llava  # noqa: E402
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError  # noqa: E402
 
 TOKENS_PER_IMAGE = 64  # 64 x 64 px, patch 8: "full" (SigLIP) and "default" (CLIP, CLS dropped) alike
@@ -120,7 +120,7 @@ def test_eos_ids_include_the_format_stop_token(adapter: HFLlavaAdapter, monkeypa
 
 
 def test_default_format_follows_the_checkpoint(tmp_path: Path) -> None:
-    from medmim_eval.adapters.hf_plugin import default_format
+    from medmim_eval.adapters.hf.plugin import default_format
 
     (tmp_path / "config.json").write_text(json.dumps({"text_config": {"model_type": "mistral"}}))
     assert default_format(tmp_path) == "llava_med_mistral"
@@ -187,7 +187,7 @@ def test_llava_med_port_mixed_batch_answers_as_one_by_one(med: HFLlavaAdapter, i
 def test_placement_bf16_on_the_local_rank_gpu_fp32_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from medmim_eval.adapters.hf_common import placement
+    from medmim_eval.adapters.hf.common import placement
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert placement(torch, {}) == placement(torch, {"dtype": "fp32"})

@@ -79,7 +79,7 @@ def test_the_check_sees_every_way_a_module_can_cross(tmp_path: Path) -> None:
         "tasks/__init__.py": "",
         "tasks/t.py": "from medmim_eval.images import load_rgb\n",
         "dataset_builders/__init__.py": "",
-        "dataset_builders/d.py": "from medmim_eval.adapters.openai_plugin import host_of\n",
+        "dataset_builders/d.py": "from medmim_eval.adapters.openai.plugin import host_of\n",
         "training_recipes/__init__.py": "",
     }
     for rel, text in files.items():
@@ -91,7 +91,7 @@ def test_the_check_sees_every_way_a_module_can_cross(tmp_path: Path) -> None:
         "core -> medmim_eval.adapters",  # ``from medmim_eval import adapters``
         "adapters -> medmim_eval.training_recipes.sft",
         "adapters -> medmim_eval.tasks",
-        "dataset_builders -> medmim_eval.adapters.openai_plugin",
+        "dataset_builders -> medmim_eval.adapters.openai.plugin",
     ])
 
 

@@ -15,8 +15,8 @@ import pytest
 from conftest import run_cli
 
 from medmim_eval.adapter import GenerationSettings
-from medmim_eval.adapters.med_flamingo_prompt import SYSTEM_PROMPT, render_med_flamingo
-from medmim_eval.adapters.med_flamingo_setup import BACKEND_MODULES, check_med_flamingo, resolve_parts
+from medmim_eval.adapters.hf.med_flamingo.parts import BACKEND_MODULES, check_med_flamingo, resolve_parts
+from medmim_eval.adapters.hf.med_flamingo.prompt import SYSTEM_PROMPT, render_med_flamingo
 from medmim_eval.schema import ImagePart, Prompt, TextPart
 
 QUESTION = "Which image shows a larger effusion?\nA: first\nB: second\n"
@@ -66,7 +66,7 @@ def test_vision_x_stacks_each_rows_images_in_order_and_pads_with_zeros() -> None
     torch = pytest.importorskip("torch")
     from PIL import Image
 
-    from medmim_eval.adapters.med_flamingo import stack_vision_x
+    from medmim_eval.adapters.hf.med_flamingo.adapter import stack_vision_x
 
     red, green, blue = (Image.new("RGB", (20, 12), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255)))
     vision_x = stack_vision_x(torch, [[red, green, blue], [blue, red]], _preprocess)
@@ -82,7 +82,7 @@ def test_vision_x_refuses_tensors_of_different_shapes_and_an_empty_batch() -> No
     torch = pytest.importorskip("torch")
     from PIL import Image
 
-    from medmim_eval.adapters.med_flamingo import stack_vision_x
+    from medmim_eval.adapters.hf.med_flamingo.adapter import stack_vision_x
     from medmim_eval.errors import MedmimError
 
     def by_size(image: Any) -> Any:
@@ -111,7 +111,7 @@ class _FlamingoShaped:
 
 def test_the_checkpoint_must_fill_the_flamingo_layers(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from medmim_eval.adapters.med_flamingo import load_flamingo_weights
+    from medmim_eval.adapters.hf.med_flamingo.adapter import load_flamingo_weights
     from medmim_eval.errors import MedmimError
 
     source = _FlamingoShaped.build()
@@ -143,7 +143,7 @@ def _generate_v2(vision_x, lang_x, attention_mask=None, **kwargs):  # type: igno
 
 
 def test_decoding_arguments_fit_each_open_flamingo_version() -> None:
-    from medmim_eval.adapters.med_flamingo import decoding_kwargs
+    from medmim_eval.adapters.hf.med_flamingo.adapter import decoding_kwargs
 
     greedy = GenerationSettings(max_new_tokens=7)
     old = decoding_kwargs(inspect.signature(_generate_v0), greedy, [5, 2], 0)
@@ -233,7 +233,7 @@ def test_the_factory_raises_the_missing_backend_here(tmp_path: Path) -> None:
     if importlib.util.find_spec("open_flamingo") is not None:
         pytest.skip("open_flamingo is installed here")
     from medmim_eval.adapter import AdapterContext
-    from medmim_eval.adapters.med_flamingo import make_med_flamingo
+    from medmim_eval.adapters.hf.med_flamingo.adapter import make_med_flamingo
     from medmim_eval.errors import MissingBackendError
 
     with pytest.raises(MissingBackendError, match="missing .*open_flamingo .*pip install --no-deps open-flamingo"):

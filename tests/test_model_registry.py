@@ -13,9 +13,9 @@ import pytest
 from conftest import run_cli
 from test_vllm_integration import group_alive
 
-from medmim_eval.adapters import model_registry as registry
-from medmim_eval.adapters.vllm_adapter import check_vllm, remote_vllm
-from medmim_eval.adapters.vllm_server import LaunchSpec, ServerProcess, has_vllm, launch_env
+from medmim_eval.adapters.vllm import model_registry as registry
+from medmim_eval.adapters.vllm.adapter import check_vllm, remote_vllm
+from medmim_eval.adapters.vllm.server import LaunchSpec, ServerProcess, has_vllm, launch_env
 from medmim_eval.errors import MedmimError
 from medmim_eval.plugins import create_plugin_host
 from medmim_eval.run_setup import route_for
@@ -250,7 +250,7 @@ def test_a_server_that_never_gets_healthy_is_killed_with_its_group(tmp_path: Pat
 
 def test_serve_resolves_a_named_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python_with_vllm: str) -> None:
     pytest.importorskip("openai")
-    from medmim_eval.adapters.vllm_serve_cmd import resolve_target
+    from medmim_eval.adapters.vllm.serve_cmd import resolve_target
 
     folder = _checkpoint(tmp_path / "internvl")
     monkeypatch.setenv("MEDMIM_WEIGHTS_INTERNVL2_8B", str(folder))

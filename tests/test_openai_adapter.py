@@ -19,9 +19,9 @@ from fake_openai_server import FakeOpenAIServer
 from PIL import Image
 
 from medmim_eval.adapter import AdapterContext
-from medmim_eval.adapters.image_payload import ImagePayloadCache, encode_image
-from medmim_eval.adapters.openai_chat import (PRICES_USD_PER_1M, Endpoint, EndpointPool, OpenAIChatAdapter,
+from medmim_eval.adapters.openai.chat import (PRICES_USD_PER_1M, Endpoint, EndpointPool, OpenAIChatAdapter,
                                               make_openai, retry_after_seconds)
+from medmim_eval.adapters.openai.image_payload import ImagePayloadCache, encode_image
 from medmim_eval.records import RecordStore
 from medmim_eval.schema import SampleRecord
 

@@ -45,9 +45,9 @@ def test_serve_is_a_command_the_vllm_plugin_adds() -> None:
     group = click.Group("probe")
     host.add_commands(group)
     assert "serve" in group.commands
-    assert group.commands["serve"].callback.__module__ == "medmim_eval.adapters.vllm_serve_cmd"
+    assert group.commands["serve"].callback.__module__ == "medmim_eval.adapters.vllm.serve_cmd"
     impls = {i.plugin_name for i in host.pm.hook.register_commands.get_hookimpls()}
-    assert "medmim_eval.adapters.vllm_plugin" in impls
+    assert "medmim_eval.adapters.vllm.plugin" in impls
     shown = run_cli("serve", "--help")
     assert shown.returncode == 0 and "Run a vLLM server for MODEL" in shown.stdout
 

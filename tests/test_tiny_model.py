@@ -13,8 +13,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_llava import HFLlavaAdapter, make_hf_llava  # noqa: E402
-from medmim_eval.adapters.hf_plugin import default_format  # noqa: E402
+from medmim_eval.adapters.hf.llava import HFLlavaAdapter, make_hf_llava  # noqa: E402
+from medmim_eval.adapters.hf.plugin import default_format  # noqa: E402
 from medmim_eval.medmim_format import load_medmim_file  # noqa: E402
 from medmim_eval.prompt_formats import render_prompt, render_training  # noqa: E402
 from medmim_eval.schema import Sample  # noqa: E402

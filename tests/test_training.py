@@ -29,8 +29,8 @@ IMAGE_TOKENS = {"llava": 64, "idefics2": 8}  # per image: 8 x 8 patches; the per
 def adapters() -> dict[str, Any]:
     from tiny_models import tiny_idefics2, tiny_llava
 
-    from medmim_eval.adapters.hf_idefics2 import make_hf_idefics2
-    from medmim_eval.adapters.hf_llava import make_hf_llava
+    from medmim_eval.adapters.hf.idefics2 import make_hf_idefics2
+    from medmim_eval.adapters.hf.llava import make_hf_llava
 
     return {"llava": make_hf_llava(str(tiny_llava()), {"format": "mantis_llama3"}, AdapterContext()),
             "idefics2": make_hf_idefics2(str(tiny_idefics2()), {}, AdapterContext())}

@@ -164,7 +164,7 @@ class TestAttachedServer:
 
     def test_the_vllm_adapter_passes_the_conformance_kit(self, served: Served, medmim_conformance: Any) -> None:
         options = {"base_url": served.url}
-        report = medmim_conformance("medmim_eval.adapters.vllm_adapter:make_vllm", target="tiny", options=options,
+        report = medmim_conformance("medmim_eval.adapters.vllm.adapter:make_vllm", target="tiny", options=options,
                                     other_settings=("tiny", {**options, "max_side": "32"}),
                                     skip={"fingerprint_weights": "one served model here; the fingerprint's checkpoint "
                                                                 "is what the server reports"})
@@ -199,7 +199,7 @@ class TestAttachedServer:
 
     def test_image_order_reaches_the_model(self, served: Served, tmp_path: Path) -> None:
         openai = pytest.importorskip("openai")
-        from medmim_eval.adapters.image_payload import encode_image
+        from medmim_eval.adapters.openai.image_payload import encode_image
 
         task = image_task(tmp_path / "imgs", [2])
         first, second = (encode_image(str(task.parent / f"img0_{j}.png")).data_url for j in range(2))
@@ -247,7 +247,7 @@ def test_offline_engine_through_the_worker(engine: Engine, tiny: Path, tmp_path:
     pytest.importorskip("jinja2")
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from medmim_eval.adapters.model_registry import bundled_template
+    from medmim_eval.adapters.vllm.model_registry import bundled_template
 
     out = tmp_path / "run"
     task = image_task(tmp_path / "imgs", [2, 4, 3])
@@ -308,7 +308,7 @@ def test_launched_server_dies_with_a_killed_harness_and_the_run_resumes(engine: 
 def test_a_model_vllm_cannot_load_fails_with_the_server_log(engine: Engine, tiny: Path, tmp_path: Path) -> None:
     pytest.importorskip("openai", reason="the vllm adapter needs the openai client (medmim-eval[openai])")
     from medmim_eval.adapter import AdapterContext
-    from medmim_eval.adapters.vllm_adapter import make_vllm
+    from medmim_eval.adapters.vllm.adapter import make_vllm
     from medmim_eval.errors import MedmimError
 
     broken = tmp_path / "broken"

@@ -171,7 +171,7 @@ def _build_llava_clip_mistral(folder: Path, seed: int) -> None:
     from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaProcessor, MistralConfig)
 
-    template = (Path(__file__).resolve().parents[1] / "adapters" / "chat_templates" / "llava_med_mistral.jinja").read_text()
+    template = (Path(__file__).resolve().parents[1] / "adapters" / "vllm" / "chat_templates" / "llava_med_mistral.jinja").read_text()
     tokenizer = _tokenizer(add_bos=True)
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
                                             crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})

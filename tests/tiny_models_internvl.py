@@ -89,7 +89,7 @@ def _model(tokenizer, seed: int):  # type: ignore[no-untyped-def]
 def _processor(tokenizer):  # type: ignore[no-untyped-def]
     from transformers import GotOcr2ImageProcessorPil
 
-    from medmim_eval.adapters.internvl_processor import ImageOnlyInternVLProcessor
+    from medmim_eval.adapters.hf.internvl.processor import ImageOnlyInternVLProcessor
 
     images = GotOcr2ImageProcessorPil(size={"height": TILE, "width": TILE}, crop_to_patches=True, min_patches=1,
                                       max_patches=12, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)

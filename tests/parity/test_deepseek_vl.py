@@ -38,7 +38,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_deepseek_vl import DeepseekVLAdapter, make_hf_deepseek_vl  # noqa: E402
+from medmim_eval.adapters.hf.deepseek_vl.adapter import DeepseekVLAdapter, make_hf_deepseek_vl  # noqa: E402
 
 
 def _unused(*_args: Any, **_kwargs: Any) -> Any:  # pragma: no cover - raises only if an unused path is taken
@@ -145,7 +145,7 @@ def processor(deepseek: SimpleNamespace, adapter: DeepseekVLAdapter) -> Any:
 @pytest.fixture(scope="module")
 def package(deepseek: SimpleNamespace, processor: Any, adapter: DeepseekVLAdapter) -> Iterator[DeepseekVLAdapter]:
     """Our adapter in mode=package: ``PackageDeepseekVL`` on the reference processor."""
-    from medmim_eval.adapters.hf_deepseek_vl import DeepseekVLAdapter as Adapter
+    from medmim_eval.adapters.hf.deepseek_vl.adapter import DeepseekVLAdapter as Adapter
 
     PackageModelStandIn.native = adapter.backend.model
     with pytest.MonkeyPatch.context() as patch:
@@ -188,7 +188,7 @@ def test_prompt_tokens_and_pixels_match_deepseek_vl(name: str, deepseek: SimpleN
 
 def test_the_template_and_its_stops_are_deepseek_vls(deepseek: SimpleNamespace, adapter: DeepseekVLAdapter,
                                                      processor: Any) -> None:
-    from medmim_eval.adapters.deepseek_vl_prompt import SYSTEM_PROMPT
+    from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT
 
     template = deepseek.get_conv_template("deepseek")
     same_value("system prompt", SYSTEM_PROMPT, processor.system_prompt)
@@ -228,7 +228,7 @@ def test_the_package_under_transformers_5_is_a_missing_backend_with_the_fix(deep
     transformers 5; mode=package says so in one line instead of a traceback."""
     import transformers
 
-    from medmim_eval.adapters.deepseek_vl_package import PackageDeepseekVL
+    from medmim_eval.adapters.hf.deepseek_vl.package import PackageDeepseekVL
     from medmim_eval.errors import MissingBackendError
 
     if int(transformers.__version__.split(".")[0]) < 5:

@@ -32,7 +32,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_internvl import HFInternVLAdapter, make_hf_internvl  # noqa: E402
+from medmim_eval.adapters.hf.internvl.adapter import HFInternVLAdapter, make_hf_internvl  # noqa: E402
 
 TOKENS = 6
 
@@ -170,7 +170,7 @@ def test_batch_chat_answers_single_image_items_as_chat(adapter: HFInternVLAdapte
 @pytest.mark.parametrize("name", ITEM_IDS)
 def test_the_shipped_vllm_template_renders_chat_s_prompt(name: str, adapter: HFInternVLAdapter,
                                                          reference: SimpleNamespace, cases: dict[str, Item]) -> None:
-    template = (Path(__file__).resolve().parents[2] / "adapters" / "chat_templates" / "internvl2_internlm2.jinja").read_text()
+    template = (Path(__file__).resolve().parents[2] / "adapters" / "vllm" / "chat_templates" / "internvl2_internlm2.jinja").read_text()
     item = cases[name]
     content = [{"type": "image"} if part.type == "image" else {"type": "text", "text": part.text}
                for part in item.prompt.parts]

@@ -36,7 +36,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_internvl import HFInternVLAdapter, make_hf_internvl  # noqa: E402
+from medmim_eval.adapters.hf.internvl.adapter import HFInternVLAdapter, make_hf_internvl  # noqa: E402
 
 TOKENS = 6
 
@@ -140,7 +140,7 @@ PROBE = """
 import sys, torch
 from PIL import Image
 from transformers import AutoImageProcessor
-from medmim_eval.adapters.hf_internvl import load_native_processor
+from medmim_eval.adapters.hf.internvl.adapter import load_native_processor
 folder, out, *paths = sys.argv[1:]
 default, ours = AutoImageProcessor.from_pretrained(folder), load_native_processor(folder).image_processor
 rgb = [Image.open(p).convert("RGB") for p in paths]

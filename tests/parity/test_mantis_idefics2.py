@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_idefics2 import HFIdefics2Adapter, make_hf_idefics2  # noqa: E402
+from medmim_eval.adapters.hf.idefics2 import HFIdefics2Adapter, make_hf_idefics2  # noqa: E402
 from medmim_eval.prompt_formats import get_format, render_training  # noqa: E402
 
 ANSWER = "B: glaucoma"

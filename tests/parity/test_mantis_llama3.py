@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from medmim_eval.adapter import AdapterContext, GenerationSettings  # noqa: E402
-from medmim_eval.adapters.hf_llava import HFLlavaAdapter, make_hf_llava  # noqa: E402
+from medmim_eval.adapters.hf.llava import HFLlavaAdapter, make_hf_llava  # noqa: E402
 from medmim_eval.prompt_formats import get_format, render_training  # noqa: E402
 
 ANSWER = "B: glaucoma"

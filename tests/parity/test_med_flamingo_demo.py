@@ -45,8 +45,8 @@ from references import load_by_path, pypi_wheel, reference_folder
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from medmim_eval.adapters.med_flamingo import encode_prompts  # noqa: E402
-from medmim_eval.adapters.med_flamingo_prompt import END_OF_CHUNK, MEDIA_TOKEN, render_med_flamingo  # noqa: E402
+from medmim_eval.adapters.hf.med_flamingo.adapter import encode_prompts  # noqa: E402
+from medmim_eval.adapters.hf.med_flamingo.prompt import END_OF_CHUNK, MEDIA_TOKEN, render_med_flamingo  # noqa: E402
 from medmim_eval.schema import ImagePart, Prompt, TextPart  # noqa: E402
 
 
@@ -195,7 +195,7 @@ def clip_by_hand(image: Any, size: int = 224) -> Any:
 
 def bare_adapter(**attributes: Any) -> Any:
     """Our MedFlamingoAdapter without its constructor (which builds CLIP ViT-L-14 and LLaMA-7B)."""
-    from medmim_eval.adapters.med_flamingo import MedFlamingoAdapter
+    from medmim_eval.adapters.hf.med_flamingo.adapter import MedFlamingoAdapter
 
     adapter = object.__new__(MedFlamingoAdapter)
     adapter.max_images, adapter.model_id = 3, "med-flamingo:parity"
@@ -217,7 +217,7 @@ def reference_vision_x(med_flamingo: Path, preprocess: Any, paths: tuple[str, ..
 
 @pytest.mark.parametrize("name", ITEM_IDS)
 def test_vision_x_matches_demo_py(name: str, clip_preprocess: Any, med_flamingo: Path, cases: dict[str, Item]) -> None:
-    from medmim_eval.adapters.med_flamingo import stack_vision_x
+    from medmim_eval.adapters.hf.med_flamingo.adapter import stack_vision_x
 
     item = cases[name]
     _, images, _ = bare_adapter().prepare_sample(item.sample())
@@ -236,7 +236,7 @@ def test_a_grey_image_gives_demo_py_s_pixels(tmp_path: Path, clip_preprocess: An
     import numpy as np
     from PIL import Image
 
-    from medmim_eval.adapters.med_flamingo import stack_vision_x
+    from medmim_eval.adapters.hf.med_flamingo.adapter import stack_vision_x
 
     path = tmp_path / "grey.png"
     y, x = np.mgrid[0:230, 0:310]
@@ -293,7 +293,7 @@ class TinyFlamingo:
 def test_generation_is_demo_py_s(flamingo_generate: Any, tokenizer: Any, encode_text: Any, med_flamingo: Path,
                                  clip_preprocess: Any, cases: dict[str, Item]) -> None:
     from medmim_eval.adapter import GenerationSettings
-    from medmim_eval.adapters.hf_common import placement
+    from medmim_eval.adapters.hf.common import placement
 
     tree = ast.parse((med_flamingo / "scripts" / "demo.py").read_text())
     [call] = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)

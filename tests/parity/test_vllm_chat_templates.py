@@ -1,4 +1,4 @@
-"""The chat templates we ship for vLLM (``adapters/chat_templates/``), rendered through
+"""The chat templates we ship for vLLM (``adapters/vllm/chat_templates/``), rendered through
 ``apply_chat_template`` as vLLM renders an OpenAI-style request (content parts in order, images as
 ``{"type": "image"}``, the generation prompt added, the result tokenized without special tokens),
 against the in-process rendering (:func:`render_prompt`), which tests/parity checks against the
@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 from medmim_eval.prompt_formats import get_format, render_prompt  # noqa: E402
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "adapters" / "chat_templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "adapters" / "vllm" / "chat_templates"
 CASES = {item.name: item for item in items(["a.png", "b.png", "c.png"])}
 
 

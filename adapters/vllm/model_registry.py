@@ -3,7 +3,7 @@
 A :class:`Preset` holds what a checkpoint needs from vLLM beyond ``--model``: the image limit
 (``--limit-mm-per-prompt``), ``--max-model-len``, ``--trust-remote-code``, ``--hf-overrides``,
 ``--mm-processor-kwargs`` and a chat template where the checkpoint's own one does not render the
-images the way the model was trained (the Jinja files under ``adapters/chat_templates/``, package
+images the way the model was trained (the Jinja files under ``adapters/vllm/chat_templates/``, package
 data read through ``importlib.resources``). A ``vllm:`` or ``vllm-offline:`` model uses the preset
 named by its ``preset=`` option, else the one whose hub id equals its target, else none.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from medmim_eval.errors import MedmimError
 from medmim_eval.registry import ModelEntry
 
-TEMPLATE_PACKAGE = "medmim_eval.adapters"
+TEMPLATE_PACKAGE = "medmim_eval.adapters.vllm"
 TEMPLATE_FOLDER = "chat_templates"
 DEFAULT_MAX_IMAGES = 3  # the Med-MIM benchmark has 2-3 images per item
 
@@ -54,7 +54,7 @@ class Preset:
     trust_remote_code: bool = False
     hf_overrides: dict[str, object] | None = None
     mm_processor_kwargs: dict[str, object] | None = None
-    chat_template: str | None = None  # a file in adapters/chat_templates/
+    chat_template: str | None = None  # a file in adapters/vllm/chat_templates/
     extra_args: tuple[str, ...] = ()
     notes: str = ""
 
@@ -76,7 +76,7 @@ PRESETS["mim-llava-med"] = Preset(**{**PRESETS["llava-med-7b"].__dict__, "name":
 # Architectures a served route cannot load, with the fix (read from a local folder's config.json).
 UNSERVABLE_ARCHITECTURES = {
     "LlavaMistralForCausalLM": "this is the original LLaVA-repository checkpoint (LlavaMistralForCausalLM); "
-                               "vLLM needs an HF-format LlavaForConditionalGeneration port (see adapters/model_registry.py)",
+                               "vLLM needs an HF-format LlavaForConditionalGeneration port (see adapters/vllm/model_registry.py)",
     "Idefics2ForConditionalGeneration": "vLLM has no Idefics2 implementation (Idefics3 only); "
                                         "use the in-process hf-idefics2 adapter",
 }
@@ -127,13 +127,13 @@ def preset_for(target: str | None, options: dict[str, str]) -> Preset | None:
 
 
 def bundled_template(name: str) -> Path:
-    """The path of a chat template shipped in ``adapters/chat_templates/`` (``.jinja`` optional)."""
+    """The path of a chat template shipped in ``adapters/vllm/chat_templates/`` (``.jinja`` optional)."""
     file_name = name if name.endswith(".jinja") else f"{name}.jinja"
     folder = resources.files(TEMPLATE_PACKAGE).joinpath(TEMPLATE_FOLDER)
     resource = folder.joinpath(file_name)
     if not resource.is_file():
         known = sorted(p.name for p in folder.iterdir() if p.name.endswith(".jinja")) if folder.is_dir() else []
-        bundled = ", ".join(known) or "none (this installation lacks adapters/chat_templates/; reinstall medmim-eval)"
+        bundled = ", ".join(known) or "none (this installation lacks adapters/vllm/chat_templates/; reinstall medmim-eval)"
         raise MedmimError(f"no bundled chat template '{name}'; bundled: {bundled}")
     return Path(str(resource))
 

@@ -34,7 +34,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from medmim_eval.adapters.placement_options import placement_problem
+from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.prompt_formats import default_format  # noqa: F401  (moved to the core; kept importable here)
 from medmim_eval.registry import AdapterEntry
@@ -48,7 +48,7 @@ LLAVA_FORMATS = FORMATS["hf-llava"]
 MODEL_TYPES = {"hf-llava": "llava", "hf-idefics2": "idefics2"}
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 ORIGINAL_LLAVA = ("is the original LLaVA-repository checkpoint (LlavaMistralForCausalLM); hf-llava needs an "
-                  "HF-format LlavaForConditionalGeneration port (see adapters/model_registry.py)")
+                  "HF-format LlavaForConditionalGeneration port (see adapters/vllm/model_registry.py)")
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -122,23 +122,23 @@ def register_adapters(register: Callable[[object], None]) -> None:
             name="hf-llava",
             description="a local LLaVA-architecture checkpoint (Mantis-siglip-llama3, LLaVA-Med port) "
                         "run in-process by transformers",
-            factory="medmim_eval.adapters.hf_llava:make_hf_llava",
+            factory="medmim_eval.adapters.hf.llava:make_hf_llava",
             extras=("hf",),
             target="required",
             example="hf-llava:/models/mantis-8b-siglip-llama3,format=mantis_llama3,batch=8",
             check=check_hf_llava,
-            gpus="medmim_eval.adapters.placement_options:placement_gpus",
+            gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )
     register(
         AdapterEntry(
             name="hf-idefics2",
             description="a local Idefics2 checkpoint (Mantis-8B-Idefics2) run in-process by transformers",
-            factory="medmim_eval.adapters.hf_idefics2:make_hf_idefics2",
+            factory="medmim_eval.adapters.hf.idefics2:make_hf_idefics2",
             extras=("hf",),
             target="required",
             example="hf-idefics2:/models/Mantis-8B-Idefics2,batch=8",
             check=check_hf_idefics2,
-            gpus="medmim_eval.adapters.placement_options:placement_gpus",
+            gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )

@@ -1,7 +1,7 @@
 """The placement options every in-process adapter takes: ``dtype``, ``device``, ``device_map``.
 
 Light (no torch): the plugins' cheap option checks call :func:`placement_problem`; the adapters
-turn valid values into a placement with :func:`medmim_eval.adapters.hf_common.placement`.
+turn valid values into a placement with :func:`medmim_eval.adapters.hf.common.placement`.
 """
 from __future__ import annotations
 

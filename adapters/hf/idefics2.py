@@ -4,14 +4,14 @@
 in the ``idefics2`` format of :mod:`medmim_eval.prompt_formats` (``User:<image><image>Q<end_of_utterance>\\nAssistant:``,
 the BOS added by the tokenizer), one ``<image>`` per image at its position; the processor expands
 each into ``<fake_token_around_image>`` + ``image_seq_len`` image tokens (as Mantis's own Idefics2
-processor does: :func:`.hf_common.idefics2_inputs`), and the model's perceiver
+processor does: :func:`medmim_eval.adapters.hf.common.idefics2_inputs`), and the model's perceiver
 turns each image into that many embeddings, so images reach the model in prompt order. Images keep
 their aspect ratio (the processor resizes them between its shortest and longest edge); image
 splitting is off unless ``image_splitting=1`` (Mantis-8B-Idefics2 was trained without it).
 Batches are left-padded and may mix image counts (the processor pads the image list with blank
 images, which the model skips). Greedy unless ``settings.temperature`` > 0; answers stop at the
 eos or ``<end_of_utterance>``. More than ``max_images`` images -> ``TooManyImagesError`` for that
-sample. Options: see :mod:`.hf_plugin`.
+sample. Options: see :mod:`medmim_eval.adapters.hf.plugin`.
 """
 from __future__ import annotations
 
@@ -19,19 +19,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+from medmim_eval.adapters.hf.common import (Prepared, answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, idefics2_inputs, input_device,
-                                            load_model,
-                                            load_rgb, placement, read_lineage, stop_token_ids)
-from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_idefics2
+                                            load_model, placement, prepared_prompt, read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf.plugin import INSTALL_HINT, check_hf_idefics2
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import get_format, render_prompt
-from medmim_eval.schema import PromptRecord, Sample, content_hash
+from medmim_eval.schema import Sample
 
 DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
 CROPS_WHEN_SPLITTING = 5  # 4 quarters + the whole image, in that order
-Prepared = tuple[str, list[Any], PromptRecord]
 
 
 class HFIdefics2Adapter:
@@ -89,21 +87,11 @@ class HFIdefics2Adapter:
     def prepare_sample(self, sample: Sample) -> Prepared:
         """The rendered text, the images in prompt order and the record; raises MedmimError if refused."""
         check_image_count(sample, self.max_images, self.model_id)
-        images = sample.prompt.images
         text = render_prompt(self.format, sample.prompt)
-        if text.count(self.format.image_token) != len(images):
-            raise MedmimError(f"the prompt text itself contains {self.format.image_token!r}; nothing was sent")
-        loaded, notes = [], []
-        for n, part in enumerate(images, 1):
-            pixels, note = load_rgb(part.path)
-            loaded.append(pixels)
-            if note:
-                notes.append(f"image {n}: {note}")
-        if self.crops > 1 and images:
-            notes.append("each image split into 4 crops + the whole image (image_splitting=1)")
-        record = PromptRecord(n_images=len(images), image_order=[p.index for p in images],
-                              rendered_prompt_sha256=content_hash(text), notes=notes)
-        return text, loaded, record
+        prepared = prepared_prompt(sample, text, {self.format.image_token: len(sample.prompt.images)})
+        if self.crops > 1 and sample.prompt.images:
+            prepared[2].notes.append("each image split into 4 crops + the whole image (image_splitting=1)")
+        return prepared
 
     def encode(self, texts: list[str], images: list[list[Any]]) -> Any:
         """Processor output for a left-padded batch (tensors on the model's device). Either every

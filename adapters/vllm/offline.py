@@ -1,11 +1,11 @@
 """The ``vllm-offline:`` adapter: vLLM's offline engine (``vllm.LLM``, batched ``LLM.chat``).
 
 vLLM usually lives in another environment than the harness, so the engine runs in a worker
-process (:mod:`medmim_eval.adapters.vllm_offline_worker`, run by file path with the launcher
+process (:mod:`medmim_eval.adapters.vllm.offline_worker`, run by file path with the launcher
 python: ``launcher=`` / ``$MEDMIM_VLLM_PYTHON`` / this python), started once per model and stopped
 in ``aclose``. Batches of ``batch=`` prompts (default 32) go to it as JSON lines; images go as file
 paths when the file can be used as it is, else as data URLs made by the openai adapter's image
-policy (:mod:`medmim_eval.adapters.image_payload`: 16-bit scaled, oversized images shrunk), so both
+policy (:mod:`medmim_eval.adapters.openai.image_payload`: 16-bit scaled, oversized images shrunk), so both
 vLLM routes see the same pixels.
 
 Options: those of ``vllm:`` that shape the engine (``preset``, ``launcher``, ``env.NAME``,
@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
-from medmim_eval.adapters.model_registry import EngineSettings, engine_settings
-from medmim_eval.adapters.vllm_adapter import is_local_target, model_identity, target_problem
-from medmim_eval.adapters.vllm_server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
+from medmim_eval.adapters.vllm.adapter import is_local_target, model_identity, target_problem
+from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings
+from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
                                               launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, TooManyImagesError
 from medmim_eval.schema import PromptRecord, Sample, TextPart
 
-WORKER = Path(__file__).with_name("vllm_offline_worker.py")
+WORKER = Path(__file__).with_name("offline_worker.py")
 DEFAULT_BATCH = 32
 _LIVE: "weakref.WeakSet[VLLMOfflineAdapter]" = weakref.WeakSet()
 
@@ -77,7 +77,7 @@ class VLLMOfflineAdapter:
 
     def __init__(self, model_id: str, model: str, settings: EngineSettings, options: dict[str, str],
                  context: AdapterContext) -> None:
-        from medmim_eval.adapters.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImagePayloadCache
+        from medmim_eval.adapters.openai.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImagePayloadCache
 
         self.model_id, self.model, self.settings = model_id, model, settings
         try:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from medmim_eval.adapter import GenerationSettings
-from medmim_eval.adapters.deepseek_flamingo_plugin import PACKAGE_HINT
-from medmim_eval.adapters.deepseek_vl_prompt import IMAGE_TAG, deepseek_vl_format
-from medmim_eval.adapters.hf_common import Placement
+from medmim_eval.adapters.hf.common import Placement
+from medmim_eval.adapters.hf.deepseek_vl.plugin import PACKAGE_HINT
+from medmim_eval.adapters.hf.deepseek_vl.prompt import IMAGE_TAG, deepseek_vl_format
 from medmim_eval.errors import MedmimError, MissingBackendError
 
 

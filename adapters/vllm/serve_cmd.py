@@ -1,6 +1,6 @@
 """``medmim-eval serve``: run one vLLM server for a model, to share it between runs, until Ctrl-C.
 
-A command of the vLLM plugin, added through ``register_commands`` (see :mod:`.vllm_plugin`)."""
+A command of the vLLM plugin, added through ``register_commands`` (see :mod:`medmim_eval.adapters.vllm.plugin`)."""
 from __future__ import annotations
 
 import signal
@@ -67,9 +67,9 @@ def serve(ctx: click.Context, model: str, port: int, bind: str, pairs: tuple[str
     optionally with ,key=value options. Runs attach with
     --models 'vllm:SERVED_NAME,base_url=URL'; several servers: base_url=URL1|URL2.
     """
-    from medmim_eval.adapters.model_registry import engine_settings, server_args
-    from medmim_eval.adapters.vllm_adapter import default_served_name, is_local_target, target_problem
-    from medmim_eval.adapters.vllm_server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, extra_args, launch,
+    from medmim_eval.adapters.vllm.adapter import default_served_name, is_local_target, target_problem
+    from medmim_eval.adapters.vllm.model_registry import engine_settings, server_args
+    from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, extra_args, launch,
                                                   launch_env, launcher_python, vllm_missing)
 
     target, options = resolve_target(model, _options(pairs), get_host(ctx))

@@ -3,9 +3,9 @@
 Spec: ``vllm:PATH_OR_HUB_ID[,key=value...]``.
 
 * Without ``base_url=`` it launches ``python -m vllm.entrypoints.openai.api_server`` for the target
-  (see :mod:`medmim_eval.adapters.vllm_server`) with the launch flags of the model's preset
-  (:mod:`medmim_eval.adapters.model_registry`), waits until it is healthy, evaluates through
-  :class:`~medmim_eval.adapters.openai_chat.OpenAIChatAdapter` and stops it in ``aclose``.
+  (see :mod:`medmim_eval.adapters.vllm.server`) with the launch flags of the model's preset
+  (:mod:`medmim_eval.adapters.vllm.model_registry`), waits until it is healthy, evaluates through
+  :class:`~medmim_eval.adapters.openai.chat.OpenAIChatAdapter` and stops it in ``aclose``.
 * With ``base_url=URL[|URL...]`` it attaches to running servers (e.g. ``medmim-eval serve``) that
   serve the target under that name (or whose checkpoint root is the target) and stops nothing.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult
-from medmim_eval.adapters.model_registry import EngineSettings, engine_settings, server_args, unservable_reason
-from medmim_eval.adapters.vllm_server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
+from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings, server_args, unservable_reason
+from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
                                               extra_args, launch, launch_env, launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, MissingBackendError
 
@@ -56,7 +56,7 @@ def check_vllm(target: str | None, options: dict[str, str]) -> str | None:
     if importlib.util.find_spec("openai") is None:
         return OPENAI_HINT
     if options.get("base_url"):
-        from medmim_eval.adapters.openai_plugin import base_urls
+        from medmim_eval.adapters.openai.plugin import base_urls
 
         if not target:
             return "name the served model: vllm:SERVED_NAME,base_url=URL"
@@ -72,7 +72,7 @@ def remote_vllm(target: str | None, options: dict[str, str]) -> str | None:
     """Hosts off this machine that prompts go to: only an attached ``base_url`` can be remote."""
     if not options.get("base_url"):
         return None
-    from medmim_eval.adapters.openai_plugin import remote_openai
+    from medmim_eval.adapters.openai.plugin import remote_openai
 
     return remote_openai(target, options)
 
@@ -147,13 +147,13 @@ class VLLMAdapter:
 
 
 def _chat(model_id: str, served: str, urls: list[str], options: dict[str, str]) -> Any:
-    from medmim_eval.adapters.openai_chat import OpenAIChatAdapter
+    from medmim_eval.adapters.openai.chat import OpenAIChatAdapter
 
     return OpenAIChatAdapter(model_id, served, urls, api_key=None, options=options)
 
 
 def _attach(model_id: str, target: str, options: dict[str, str]) -> VLLMAdapter:
-    from medmim_eval.adapters.openai_plugin import base_urls
+    from medmim_eval.adapters.openai.plugin import base_urls
 
     urls = base_urls(options)
     info = describe_server(urls[0])

@@ -4,13 +4,13 @@ Loading follows Med-Flamingo's ``scripts/demo.py``: ``open_flamingo.create_model
 with the CLIP ``ViT-L-14`` vision encoder, the local LLaMA-7B as language model and tokenizer and
 ``cross_attn_every_n_layers=4``, then the Med-Flamingo state dict loaded on top (non-strict, as the
 checkpoint holds only the Flamingo weights; a checkpoint that fills neither the perceiver nor the
-gated cross-attention layers is refused). Prompts come from :mod:`.med_flamingo_prompt`; images go
+gated cross-attention layers is refused). Prompts come from :mod:`medmim_eval.adapters.hf.med_flamingo.prompt`; images go
 through open_clip's transform and are stacked as ``vision_x`` of shape (B, T_img, 1, C, H, W).
 
 Batches are left-padded; a row with fewer images than the longest row is padded with zero images
 after its own, which no text token attends to (OpenFlamingo lets a token attend only to the image
 of its chunk). Decoding is greedy unless ``settings.temperature`` > 0, ending an answer at
-``<|endofchunk|>`` or the eos. Parts, options and installation: :mod:`.med_flamingo_setup`.
+``<|endofchunk|>`` or the eos. Parts, options and installation: :mod:`medmim_eval.adapters.hf.med_flamingo.parts`.
 
 The model does not run here (CLIP ViT-L-14 and LLaMA-7B weights); tests/parity checks the prompt,
 its token ids, ``vision_x`` (open_clip's own transform, with torchvision fetched for the test) and
@@ -27,18 +27,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, file_sha256, load_rgb, placement,
-                                            read_lineage)
-from medmim_eval.adapters.med_flamingo_prompt import END_OF_CHUNK, MEDIA_TOKEN, SYSTEM_PROMPT, render_med_flamingo
-from medmim_eval.adapters.med_flamingo_setup import (CLIP_ARCH, CROSS_ATTN_EVERY_N_LAYERS, INSTALL_HINT,
-                                                     MedFlamingoParts, check_med_flamingo, missing_backend,
-                                                     resolve_parts)
+from medmim_eval.adapters.hf.common import (Prepared, answer_requests, check_image_count, file_sha256, placement,
+                                            prepared_prompt, read_lineage)
+from medmim_eval.adapters.hf.med_flamingo.parts import (CLIP_ARCH, CROSS_ATTN_EVERY_N_LAYERS, INSTALL_HINT,
+                                                        MedFlamingoParts, check_med_flamingo, missing_backend,
+                                                        resolve_parts)
+from medmim_eval.adapters.hf.med_flamingo.prompt import END_OF_CHUNK, MEDIA_TOKEN, SYSTEM_PROMPT, render_med_flamingo
 from medmim_eval.errors import MedmimError, MissingBackendError
-from medmim_eval.schema import PromptRecord, Sample, content_hash
+from medmim_eval.schema import Sample, content_hash
 
 DEFAULT_BATCH = 1
 DEFAULT_MAX_IMAGES = 3
-Prepared = tuple[str, list[Any], PromptRecord]
 
 
 def encode_prompts(tokenizer: Any, texts: list[str]) -> Any:
@@ -159,19 +158,9 @@ class MedFlamingoAdapter:
     def prepare_sample(self, sample: Sample) -> Prepared:
         """The rendered text, the images in prompt order and the record; raises MedmimError if refused."""
         check_image_count(sample, self.max_images, self.model_id)
-        images = sample.prompt.images
+        n_images = len(sample.prompt.images)
         text = render_med_flamingo(sample.prompt)
-        if text.count(MEDIA_TOKEN) != len(images) or text.count(END_OF_CHUNK) != max(len(images) - 1, 0):
-            raise MedmimError(f"the prompt text itself contains {MEDIA_TOKEN!r} or {END_OF_CHUNK!r}; nothing was sent")
-        loaded, notes = [], []
-        for n, part in enumerate(images, 1):
-            pixels, note = load_rgb(part.path)
-            loaded.append(pixels)
-            if note:
-                notes.append(f"image {n}: {note}")
-        record = PromptRecord(n_images=len(images), image_order=[p.index for p in images],
-                              rendered_prompt_sha256=content_hash(text), notes=notes)
-        return text, loaded, record
+        return prepared_prompt(sample, text, {MEDIA_TOKEN: n_images, END_OF_CHUNK: max(n_images - 1, 0)})
 
     def run(self, prepared: list[Prepared], settings: GenerationSettings) -> list[GenerationResult]:
         torch = self.torch

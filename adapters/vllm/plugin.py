@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from medmim_eval.adapters.model_registry import MODEL_ENTRIES
+from medmim_eval.adapters.vllm.model_registry import MODEL_ENTRIES
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -21,14 +21,14 @@ def register_adapters(register: Callable[[object], None]) -> None:
             name="vllm",
             description="a vLLM OpenAI-compatible server: launched for the model and stopped afterwards, "
                         "or attached to with base_url=URL[|URL...]",
-            factory="medmim_eval.adapters.vllm_adapter:make_vllm",
+            factory="medmim_eval.adapters.vllm.adapter:make_vllm",
             extras=("vllm", "openai"),
             target="required",
             example="vllm:/models/med-mantis  or  vllm:OpenGVLab/InternVL2-8B,tp=2  or  "
                     "vllm:NAME,base_url=http://127.0.0.1:8000/v1",
-            check="medmim_eval.adapters.vllm_adapter:check_vllm",
-            remote="medmim_eval.adapters.vllm_adapter:remote_vllm",
-            gpus="medmim_eval.adapters.model_registry:engine_gpus",
+            check="medmim_eval.adapters.vllm.adapter:check_vllm",
+            remote="medmim_eval.adapters.vllm.adapter:remote_vllm",
+            gpus="medmim_eval.adapters.vllm.model_registry:engine_gpus",
         )
     )
     register(
@@ -36,12 +36,12 @@ def register_adapters(register: Callable[[object], None]) -> None:
             name="vllm-offline",
             description="vLLM's offline engine (vllm.LLM, batched LLM.chat) in a worker process, for "
                         "single-host batch evaluation",
-            factory="medmim_eval.adapters.vllm_offline:make_vllm_offline",
+            factory="medmim_eval.adapters.vllm.offline:make_vllm_offline",
             extras=("vllm",),
             target="required",
             example="vllm-offline:/models/mim-llava-med,preset=mim-llava-med,batch=64",
-            check="medmim_eval.adapters.vllm_offline:check_vllm_offline",
-            gpus="medmim_eval.adapters.model_registry:engine_gpus",
+            check="medmim_eval.adapters.vllm.offline:check_vllm_offline",
+            gpus="medmim_eval.adapters.vllm.model_registry:engine_gpus",
         )
     )
     for entry in MODEL_ENTRIES:
@@ -51,6 +51,6 @@ def register_adapters(register: Callable[[object], None]) -> None:
 @hookimpl
 def register_commands(cli: "click.Group") -> None:
     """Adds ``medmim-eval serve``: one vLLM server for a model, shared between runs."""
-    from medmim_eval.adapters.vllm_serve_cmd import serve
+    from medmim_eval.adapters.vllm.serve_cmd import serve
 
     cli.add_command(serve)

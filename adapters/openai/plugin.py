@@ -2,7 +2,7 @@
 
 This module is imported by every ``medmim-eval`` command, so it stays light: it never imports
 ``openai``. It owns how a spec's options are read, so that the prerequisite check, the
-data-governance guard and the adapter (:mod:`medmim_eval.adapters.openai_chat`) agree.
+data-governance guard and the adapter (:mod:`medmim_eval.adapters.openai.chat`) agree.
 
 Spec: ``openai:MODEL[,key=value...]``. Options (all optional):
 
@@ -23,7 +23,7 @@ Spec: ``openai:MODEL[,key=value...]``. Options (all optional):
 ``backoff``        first retry delay in seconds, doubled per retry, 50-100 % jitter (default 1).
 ``max_wait``       longest single wait (default 120); a ``Retry-After`` above it fails the sample.
 ``max_side``       longest image side sent; larger images are shrunk to JPEG (default 2048,
-                   ``0``/``none``: never resize). See :mod:`medmim_eval.adapters.image_payload`.
+                   ``0``/``none``: never resize). See :mod:`medmim_eval.adapters.openai.image_payload`.
 ``jpeg_quality``   quality of re-encoded images (default 90).
 ``detail``         OpenAI image detail ``low``/``high``/``auto`` (default: not sent).
 ``max_images``     the most images per prompt (default 16); a sample with more is an error,
@@ -43,7 +43,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
-from medmim_eval.adapters.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE
+from medmim_eval.adapters.openai.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE
 from medmim_eval.endpoints import (DEFAULT_KEY_ENV, OPENAI_BASE_URL, OPENAI_HOST, base_urls,  # noqa: F401
                                    host_of, is_local_url)
 from medmim_eval.errors import MedmimError
@@ -148,7 +148,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
         AdapterEntry(
             name="openai",
             description="any OpenAI-compatible chat-completions server (OpenAI API, vLLM, transformers serve)",
-            factory="medmim_eval.adapters.openai_chat:make_openai",
+            factory="medmim_eval.adapters.openai.chat:make_openai",
             extras=("openai",),
             target="required",
             example="openai:gpt-4o  or  openai:MODEL,base_url=http://127.0.0.1:8000/v1|http://127.0.0.1:8001/v1",

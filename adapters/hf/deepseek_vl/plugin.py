@@ -1,4 +1,4 @@
-"""Registers ``hf-deepseek-vl`` (DeepSeek-VL) and ``med-flamingo`` (Med-Flamingo-9B), run in-process.
+"""Registers ``hf-deepseek-vl`` (DeepSeek-VL), run in-process.
 
 Imported by every command, so it stays light: the checks look modules up without importing them and
 read only ``config.json`` and file names.
@@ -21,8 +21,6 @@ else ``cuda`` when available, else ``cpu``); ``device_map`` (``auto``... native 
 spreads the model over this process's GPUs); ``batch`` (prompts per ``generate`` call, left-padded,
 mixed image counts; default 8); ``max_images`` (default 3; more is a ``TooManyImagesError``);
 ``label``.
-
-``med-flamingo``: see :mod:`.med_flamingo_setup` for the weights layout, options and installation.
 """
 from __future__ import annotations
 
@@ -31,8 +29,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from medmim_eval.adapters.placement_options import placement_problem
-from medmim_eval.adapters.med_flamingo_setup import check_med_flamingo
+from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -137,23 +134,11 @@ def register_adapters(register: Callable[[object], None]) -> None:
             name="hf-deepseek-vl",
             description="a local DeepSeek-VL checkpoint (converted: transformers classes; original: the "
                         "deepseek_vl package) run in-process",
-            factory="medmim_eval.adapters.hf_deepseek_vl:make_hf_deepseek_vl",
+            factory="medmim_eval.adapters.hf.deepseek_vl.adapter:make_hf_deepseek_vl",
             extras=("hf",),
             target="required",
             example="hf-deepseek-vl:/models/deepseek-vl-7b-chat,batch=8",
             check=check_deepseek_vl,
-            gpus="medmim_eval.adapters.placement_options:placement_gpus",
-        )
-    )
-    register(
-        AdapterEntry(
-            name="med-flamingo",
-            description="Med-Flamingo-9B: open_flamingo + a local LLaMA-7B + the Med-Flamingo checkpoint, in-process",
-            factory="medmim_eval.adapters.med_flamingo:make_med_flamingo",
-            extras=(),
-            target="required",
-            example="med-flamingo:/models/med-flamingo-9b  (llama-7b/ and model.pt inside)",
-            check=check_med_flamingo,
-            gpus="medmim_eval.adapters.placement_options:placement_gpus",
+            gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )

@@ -39,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from medmim_eval.adapters.placement_options import placement_problem
+from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -130,11 +130,11 @@ def register_adapters(register: Callable[[object], None]) -> None:
             name=ADAPTER,
             description="a local InternVL checkpoint run in-process by transformers: InternVL2 through its "
                         "remote code (model.chat, dynamic tiling) or a transformers-native InternVL",
-            factory="medmim_eval.adapters.hf_internvl:make_hf_internvl",
+            factory="medmim_eval.adapters.hf.internvl.adapter:make_hf_internvl",
             extras=("hf",),
             target="required",
             example="hf-internvl:/models/InternVL2-8B,mode=remote,max_tiles=12",
             check=check_hf_internvl,
-            gpus="medmim_eval.adapters.placement_options:placement_gpus",
+            gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )

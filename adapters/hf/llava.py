@@ -7,10 +7,10 @@ the image's patch tokens, so images reach the model in prompt order. Batches are
 may mix image counts. Decoding is greedy unless ``settings.temperature`` > 0, stopping at the
 tokenizer's eos and the format's stop tokens (``<|eot_id|>`` for Llama-3). ``llava_med_mistral``
 pads each image to a square with the processor's mean colour as LLaVA's ``process_images`` does
-(``image_aspect_ratio: pad``; see :func:`.hf_common.load_llava_padded`).
+(``image_aspect_ratio: pad``; see :func:`medmim_eval.adapters.hf.common.load_llava_padded`).
 A prompt with more than ``max_images`` images is answered with ``TooManyImagesError``, one whose
 text carries stray image tokens with ``MedmimError``: nothing is dropped or truncated. Options:
-see :mod:`.hf_plugin`; shared machinery: :mod:`.hf_common`.
+see :mod:`medmim_eval.adapters.hf.plugin`; shared machinery: :mod:`medmim_eval.adapters.hf.common`.
 """
 from __future__ import annotations
 
@@ -18,19 +18,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+from medmim_eval.adapters.hf.common import (Prepared, answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, file_sha256, generate_answers, input_device,
                                             load_llava_padded, load_model, load_rgb, pad_to_square, placement,
-                                            read_lineage, stop_token_ids)
-from medmim_eval.adapters.hf_plugin import INSTALL_HINT, check_hf_llava, default_format
+                                            prepared_prompt, read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf.plugin import INSTALL_HINT, check_hf_llava, default_format
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import PromptFormat, get_format, render_prompt
-from medmim_eval.schema import PromptRecord, Sample, content_hash
+from medmim_eval.schema import Sample
 
 __all__ = ["HFLlavaAdapter", "make_hf_llava", "file_sha256", "pad_to_square"]
 DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
-Prepared = tuple[str, list[Any], PromptRecord]
 
 
 class HFLlavaAdapter:
@@ -85,19 +84,8 @@ class HFLlavaAdapter:
     def prepare_sample(self, sample: Sample) -> Prepared:
         """The rendered text, the images in prompt order and the record; raises MedmimError if refused."""
         check_image_count(sample, self.max_images, self.model_id)
-        images = sample.prompt.images
         text = render_prompt(self.format, sample.prompt)
-        if text.count(self.format.image_token) != len(images):
-            raise MedmimError(f"the prompt text itself contains {self.format.image_token!r}; nothing was sent")
-        loaded, notes = [], []
-        for n, part in enumerate(images, 1):
-            pixels, note = self._load_image(part.path)
-            loaded.append(pixels)
-            if note:
-                notes.append(f"image {n}: {note}")
-        record = PromptRecord(n_images=len(images), image_order=[p.index for p in images],
-                              rendered_prompt_sha256=content_hash(text), notes=notes)
-        return text, loaded, record
+        return prepared_prompt(sample, text, {self.format.image_token: len(sample.prompt.images)}, self._load_image)
 
     def encode(self, texts: list[str], images: list[list[Any]]) -> Any:
         """Processor output for a left-padded batch (tensors on the model's device)."""

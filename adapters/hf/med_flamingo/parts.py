@@ -34,7 +34,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from medmim_eval.adapters.placement_options import placement_problem
+from medmim_eval.adapters.hf.placement_options import placement_problem
 
 LLAMA_SUBDIR = "llama-7b"
 CHECKPOINT_FILE = "model.pt"

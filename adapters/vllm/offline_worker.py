@@ -1,7 +1,7 @@
 """The ``vllm-offline`` worker: vLLM's offline engine behind a JSON-lines pipe.
 
 Run by the python that has vLLM (it imports nothing from medmim_eval, only the standard library,
-Pillow and vllm): ``python vllm_offline_worker.py CONFIG_JSON``, where CONFIG_JSON is
+Pillow and vllm): ``python offline_worker.py CONFIG_JSON``, where CONFIG_JSON is
 ``{"model": ..., "engine": {LLM keyword arguments}, "chat_template": TEXT|null, "parent": PID}``.
 
 Protocol (one JSON object per line; the protocol has stdout to itself -- everything else that

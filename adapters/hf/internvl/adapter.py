@@ -1,11 +1,11 @@
 """The ``hf-internvl:`` adapter: an InternVL checkpoint run in-process by transformers.
 
-Two routes (``mode=``, see :mod:`.internvl_plugin` for the options):
+Two routes (``mode=``, see :mod:`medmim_eval.adapters.hf.internvl.plugin` for the options):
 
 ``remote``  InternVL2 as published (e.g. OpenGVLab/InternVL2-8B): ``AutoModel`` and ``AutoTokenizer``
             with ``trust_remote_code=True``; each sample goes through the checkpoint's own
             ``model.chat(tokenizer, pixel_values, question, generation_config, num_patches_list=...)``.
-            Images are tiled by :mod:`.internvl_tiling` (InternVL's dynamic preprocessing) with the
+            Images are tiled by :mod:`medmim_eval.adapters.hf.internvl.tiling` (InternVL's dynamic preprocessing) with the
             sample's tile budget split over its images, concatenated in prompt order; the question
             carries ``Image-{i}: <image>\\n`` where image ``i`` stands (InternVL2's documented
             multi-image form) and a single image as ``<image>\\n`` (its documented single-image
@@ -15,7 +15,7 @@ Two routes (``mode=``, see :mod:`.internvl_plugin` for the options):
             The remote code wraps the question in its own conversation template (InternLM2 format
             and system message for InternVL2-8B); the record hashes the question it was given.
 ``native``  transformers' ``InternVLForConditionalGeneration`` and the checkpoint's processor
-            (image-only: see :mod:`.internvl_processor`), its image processor always the PIL
+            (image-only: see :mod:`medmim_eval.adapters.hf.internvl.processor`), its image processor always the PIL
             ``GotOcr2ImageProcessorPil`` (:func:`load_native_processor`). ``prompt=checkpoint``
             (default) is the processor's own chat template with image and text parts in order (the ``-hf``
             conversions': no system message, ``<|im_end|>\n``, unlabelled images);
@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf_common import (answer_requests, check_image_count, checked_target,
+from medmim_eval.adapters.hf.common import (answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, file_sha256, generate_answers, input_device,
                                             load_model, load_rgb, placement, read_lineage, stop_token_ids)
-from medmim_eval.adapters.internvl_plugin import INSTALL_HINT, check_hf_internvl, checkpoint_mode, read_config
-from medmim_eval.adapters.internvl_tiling import DEFAULT_MAX_TILES, choose_grid, per_image_budget, tile_image
+from medmim_eval.adapters.hf.internvl.plugin import INSTALL_HINT, check_hf_internvl, checkpoint_mode, read_config
+from medmim_eval.adapters.hf.internvl.tiling import DEFAULT_MAX_TILES, choose_grid, per_image_budget, tile_image
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import PromptFormat, render_content
 from medmim_eval.schema import PromptRecord, Sample, TextPart, content_hash
@@ -81,8 +81,8 @@ def ensure_generate(model: Any) -> None:
     InternLM2's remote ``InternLM2ForCausalLM`` defines ``prepare_inputs_for_generation`` but does not
     inherit ``GenerationMixin``; since transformers 4.50 ``PreTrainedModel`` no longer does either,
     so InternVL2's ``chat`` fails with "has no attribute 'generate'" (and mixing the class in fails
-    under transformers 5, see :mod:`.legacy_decoding`). The instance gets
-    :func:`~.legacy_decoding.legacy_generate`, which drives the model's own legacy-cache contract.
+    under transformers 5, see :mod:`medmim_eval.adapters.hf.legacy_decoding`). The instance gets
+    :func:`~medmim_eval.adapters.hf.legacy_decoding.legacy_generate`, which drives the model's own legacy-cache contract.
     """
     language_model = getattr(model, "language_model", None)
     if language_model is None or hasattr(language_model, "generate"):
@@ -91,7 +91,7 @@ def ensure_generate(model: Any) -> None:
         return
     import functools
 
-    from medmim_eval.adapters.legacy_decoding import legacy_generate
+    from medmim_eval.adapters.hf.legacy_decoding import legacy_generate
 
     language_model.generate = functools.partial(legacy_generate, language_model)
 
@@ -102,7 +102,7 @@ def load_native_processor(path: Path) -> Any:
     transformers picks the torchvision backend wherever torchvision is installed; its bicubic resize
     of uint8 tensors lands up to one grey level away from PIL's, which InternVL2's ``load_image``
     (and the remote route) use."""
-    from medmim_eval.adapters.internvl_processor import ImageOnlyInternVLProcessor
+    from medmim_eval.adapters.hf.internvl.processor import ImageOnlyInternVLProcessor
 
     processor = ImageOnlyInternVLProcessor.from_pretrained(path)
     if getattr(processor.image_processor, "backend", "pil") != "pil":

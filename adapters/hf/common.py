@@ -1,8 +1,10 @@
-"""What the in-process transformers adapters (``hf-llava``, ``hf-idefics2``) share.
+"""What the in-process transformers adapters (``hf-llava``, ``hf-idefics2``, ``hf-internvl``,
+``hf-deepseek-vl``, ``med-flamingo``) share.
 
-Placement (device, dtype, ``device_map``), loading, the checkpoint fingerprint, image loading,
-stop tokens, greedy/sampled decoding of a left-padded batch, and the request loop that hands
-refused samples back as their exceptions. Imports torch only inside functions that need it.
+Placement (device, dtype, ``device_map``), loading, the checkpoint fingerprint, preparing one
+rendered prompt with its images (:func:`prepared_prompt`), stop tokens, greedy/sampled decoding of
+a left-padded batch, and the request loop that hands refused samples back as their exceptions.
+Imports torch only inside functions that need it.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesEr
 from medmim_eval.images import load_llava_padded, load_rgb, pad_to_square  # noqa: F401  (moved to the core)
 from medmim_eval.model_inputs import idefics2_inputs  # noqa: F401  (moved to the core)
 from medmim_eval.prompt_formats import PromptFormat
-from medmim_eval.schema import Sample
+from medmim_eval.schema import PromptRecord, Sample, content_hash
 
 LINEAGE_FILE = "medmim_lineage.json"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -28,6 +30,7 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokeniz
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
 _HASHES: dict[tuple[str, int, int], str] = {}
+Prepared = tuple[str, list[Any], PromptRecord]
 
 
 def file_sha256(path: Path) -> str:
@@ -67,7 +70,7 @@ def default_device(torch: Any) -> str:
 
 
 def placement(torch: Any, options: dict[str, str]) -> Placement:
-    """The placement the options ask for (validated beforehand by ``hf_plugin.option_problem``):
+    """The placement the options ask for (validated beforehand by ``hf.plugin.option_problem``):
     bf16 on a GPU, fp32 on the CPU unless ``dtype=`` says otherwise."""
     device_map = options.get("device_map") or None
     device = options.get("device") or default_device(torch)
@@ -132,6 +135,26 @@ def check_image_count(sample: Sample, max_images: int, model_id: str) -> None:
 
 
 # --- decoding ----------------------------------------------------------------------------------
+def prepared_prompt(sample: Sample, text: str, markers: dict[str, int],
+                    load: Callable[[str], tuple[Any, str | None]] = load_rgb) -> Prepared:
+    """``(text, images in prompt order, record)`` for a sample whose prompt ``text`` is rendered: the
+    shared body of the adapters' ``prepare_sample``. Raises MedmimError when a marker of ``markers``
+    (image token -> expected count) is counted otherwise (the question itself holds one); loads each
+    image with ``load`` (pixels, note) and records each note as ``image N: note``."""
+    images = sample.prompt.images
+    if any(text.count(marker) != count for marker, count in markers.items()):
+        raise MedmimError(f"the prompt text itself contains {' or '.join(repr(m) for m in markers)}; nothing was sent")
+    loaded, notes = [], []
+    for n, part in enumerate(images, 1):
+        pixels, note = load(part.path)
+        loaded.append(pixels)
+        if note:
+            notes.append(f"image {n}: {note}")
+    record = PromptRecord(n_images=len(images), image_order=[p.index for p in images],
+                          rendered_prompt_sha256=content_hash(text), notes=notes)
+    return text, loaded, record
+
+
 def stop_token_ids(model: Any, tokenizer: Any, fmt: PromptFormat) -> list[int]:
     """The generation config's eos ids, the tokenizer's eos and the format's stop tokens, in that order."""
     ids: list[int] = []

@@ -1,8 +1,8 @@
 """The ``openai`` adapter: chat completions on any OpenAI-compatible server, asynchronously.
 
-Options and the retry policy are documented in :mod:`medmim_eval.adapters.openai_plugin`. In
+Options and the retry policy are documented in :mod:`medmim_eval.adapters.openai.plugin`. In
 short: text and image parts go in prompt order, images as data URLs (original bytes when they
-need no change, see :mod:`medmim_eval.adapters.image_payload`); requests are spread over
+need no change, see :mod:`medmim_eval.adapters.openai.image_payload`); requests are spread over
 replicas (least outstanding requests, ties round-robin) with a window per endpoint that halves
 on overload; 429/5xx/timeouts/dropped connections and answers that are not JSON (cut off by a
 proxy or a restarting server) are retried with backoff honouring ``Retry-After``; the ``openai``
@@ -25,8 +25,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Mapping, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
-from medmim_eval.adapters.image_payload import ImagePayloadCache
-from medmim_eval.adapters.openai_plugin import (INSTALL_HINT, OPENAI_HOST, ChatOptions, api_key_env, base_urls,
+from medmim_eval.adapters.openai.image_payload import ImagePayloadCache
+from medmim_eval.adapters.openai.plugin import (INSTALL_HINT, OPENAI_HOST, ChatOptions, api_key_env, base_urls,
                                                 check_openai, host_of, is_local_url)
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError
 from medmim_eval.schema import PromptRecord, Sample, TextPart, content_hash

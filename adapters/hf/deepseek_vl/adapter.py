@@ -1,12 +1,12 @@
 """The ``hf-deepseek-vl`` adapter: a DeepSeek-VL checkpoint run in-process.
 
-Both routes (see :mod:`.deepseek_flamingo_plugin`) receive the same text, rendered by
-:mod:`.deepseek_vl_prompt` (the original ``deepseek`` template, one ``<image_placeholder>`` per
+Both routes (see :mod:`medmim_eval.adapters.hf.deepseek_vl.plugin`) receive the same text, rendered by
+:mod:`medmim_eval.adapters.hf.deepseek_vl.prompt` (the original ``deepseek`` template, one ``<image_placeholder>`` per
 image at its position), and the same 8-bit RGB images in prompt order. The ``native`` route runs
 transformers' ``DeepseekVL(Hybrid)ForConditionalGeneration`` with the checkpoint's processor (its
 ``*Pil`` image processor needs no torchvision), each image first resized as DeepSeek-VL's own
 ``VLMImageProcessor`` sizes it (:func:`deepseek_resize`); the ``package`` route is in
-:mod:`.deepseek_vl_package`. Batches are left-padded and may mix image counts. Decoding is greedy
+:mod:`medmim_eval.adapters.hf.deepseek_vl.package`. Batches are left-padded and may mix image counts. Decoding is greedy
 unless ``settings.temperature`` > 0. A prompt with more than ``max_images`` images is answered with
 ``TooManyImagesError``, one whose text carries stray image tags with ``MedmimError``: nothing is
 dropped or truncated.
@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.deepseek_flamingo_plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
-                                                           deepseek_mode, read_config)
-from medmim_eval.adapters.deepseek_vl_prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
-from medmim_eval.adapters.hf_common import (Placement, answer_requests, check_image_count, checked_target,
+from medmim_eval.adapters.hf.common import (Placement, Prepared, answer_requests, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, input_device, load_model,
-                                            load_rgb, placement, read_lineage, stop_token_ids)
+                                            placement, prepared_prompt, read_lineage, stop_token_ids)
+from medmim_eval.adapters.hf.deepseek_vl.plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
+                                                        deepseek_mode, read_config)
+from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
 from medmim_eval.errors import MedmimError, MissingBackendError
-from medmim_eval.schema import PromptRecord, Sample, content_hash
+from medmim_eval.schema import Sample, content_hash
 
 DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
-Prepared = tuple[str, list[Any], PromptRecord]
 
 
 def deepseek_resize(image: Any, target: int, min_size: int, resample: int) -> Any:
@@ -123,7 +122,7 @@ class DeepseekVLAdapter:
         if mode == "native":
             self.backend: Any = NativeDeepseekVL(torch, path, self.placement)
         else:
-            from medmim_eval.adapters.deepseek_vl_package import PackageDeepseekVL
+            from medmim_eval.adapters.hf.deepseek_vl.package import PackageDeepseekVL
 
             self.backend = PackageDeepseekVL(torch, path, self.placement)
         self.image_token = self.backend.image_token
@@ -137,19 +136,8 @@ class DeepseekVLAdapter:
     def prepare_sample(self, sample: Sample) -> Prepared:
         """The rendered text, the images in prompt order and the record; raises MedmimError if refused."""
         check_image_count(sample, self.max_images, self.model_id)
-        images = sample.prompt.images
         text = render_deepseek_vl(sample.prompt, self.image_token)
-        if text.count(self.image_token) != len(images):
-            raise MedmimError(f"the prompt text itself contains {self.image_token!r}; nothing was sent")
-        loaded, notes = [], []
-        for n, part in enumerate(images, 1):
-            pixels, note = load_rgb(part.path)
-            loaded.append(pixels)
-            if note:
-                notes.append(f"image {n}: {note}")
-        record = PromptRecord(n_images=len(images), image_order=[p.index for p in images],
-                              rendered_prompt_sha256=content_hash(text), notes=notes)
-        return text, loaded, record
+        return prepared_prompt(sample, text, {self.image_token: len(sample.prompt.images)})
 
     def next_token_logits(self, *samples: Sample) -> Any:
         """The logits of the first answer token, one row per sample, from one left-padded batch

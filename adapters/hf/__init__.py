@@ -1,0 +1,1 @@
+"""The in-process Hugging Face family: shared machinery (common, placement options, legacy decoding), the ``hf-llava`` and ``hf-idefics2`` adapters with their plugin, and one subpackage per further model family (internvl/, deepseek_vl/, med_flamingo/)."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible chat adapter (``openai:``): options and registration, the client, image payloads."""
