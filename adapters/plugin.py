@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from medmim_eval.adapter_options import AdapterOption
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -16,6 +17,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             factory="medmim_eval.adapters.baselines:make_random",
             include_in_all=True,
             example="random,seed=1",
+            options=(AdapterOption("seed", "int", default="the run's --seed", help="seed of the draws"),),
         )
     )
     register(
@@ -24,6 +26,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             description="baseline: the task's most frequent gold letter; empty open answers",
             factory="medmim_eval.adapters.baselines:make_majority",
             include_in_all=True,
+            options=(),
         )
     )
     for name, factory, what in (
@@ -37,5 +40,6 @@ def register_adapters(register: Callable[[object], None]) -> None:
                 description=f"text-only shortcut baseline: {what} (ties: earliest letter); empty open answers",
                 factory=f"medmim_eval.adapters.baselines:{factory}",
                 include_in_all=True,
+                options=(),
             )
         )

@@ -6,6 +6,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from medmim_eval.adapter_options import AdapterOption, options_problem
 from medmim_eval.errors import PluginError, UnknownNameError
 
 
@@ -27,6 +28,14 @@ class AdapterEntry:
     check: str | Callable[..., Any] | None = None
     remote: str | Callable[..., Any] | None = None
     gpus: int | str | Callable[..., Any] = 0
+    options: tuple[AdapterOption, ...] | None = None
+
+    def option_problem(self, options: dict[str, str]) -> str | None:
+        """Why ``options`` do not fit the declared ``options`` (one line naming the fix), or None;
+        None too for an adapter that declares none (it validates its own in ``check``)."""
+        if self.options is None:
+            return None
+        return options_problem(self.name, self.options, options)
 
     def gpus_needed(self, target: str | None, options: dict[str, str]) -> int:
         """GPUs one instance of ``target`` takes (0 for baselines and API models); a sweep reserves them per cell.

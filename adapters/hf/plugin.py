@@ -34,15 +34,25 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from medmim_eval.adapter_options import AdapterOption, batching_options, known_names, options_problem, placement_options
 from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.prompt_formats import default_format  # noqa: F401  (moved to the core; kept importable here)
 from medmim_eval.registry import AdapterEntry
 
 INSTALL_HINT = "the hf backend (torch, transformers) is not installed: pip install 'medmim-eval[hf]'"
-COMMON_OPTIONS = frozenset({"format", "dtype", "device", "device_map", "batch", "max_images", "label"})
-KNOWN_OPTIONS = {"hf-llava": COMMON_OPTIONS, "hf-idefics2": COMMON_OPTIONS | {"image_splitting"}}
 FORMATS = {"hf-llava": ("mantis_llama3", "llava_med_mistral"), "hf-idefics2": ("idefics2",)}
+OPTIONS: dict[str, tuple[AdapterOption, ...]] = {
+    "hf-llava": (AdapterOption("format", "choice", choices=FORMATS["hf-llava"], default="from the checkpoint folder",
+                               help="the prompt format: Mantis's Llama-3 or LLaVA-Med v1.5's Mistral"),
+                 *placement_options(), *batching_options(batch=8)),
+    "hf-idefics2": (AdapterOption("format", "choice", choices=FORMATS["hf-idefics2"], default="idefics2",
+                                  help="the prompt format"),
+                    AdapterOption("image_splitting", "bool", default="0", help="split each image into 4 crops + "
+                                  "the whole (Idefics2's processor option)"),
+                    *placement_options(), *batching_options(batch=8)),
+}
+KNOWN_OPTIONS = {adapter: frozenset(known_names(options)) for adapter, options in OPTIONS.items()}
 LLAVA_FORMATS = FORMATS["hf-llava"]
 # config.json "model_type" each adapter loads, and the adapter to use for the other one.
 MODEL_TYPES = {"hf-llava": "llava", "hf-idefics2": "idefics2"}
@@ -60,25 +70,9 @@ def _config(folder: Path) -> dict[str, Any]:
 
 
 def option_problem(options: dict[str, str], adapter: str = "hf-llava") -> str | None:
-    """Why the options are invalid for ``adapter`` (one line naming the fix), or None."""
-    known = KNOWN_OPTIONS[adapter]
-    unknown = sorted(set(options) - known)
-    if unknown:
-        return f"unknown option(s) {', '.join(unknown)}; {adapter} knows {', '.join(sorted(known))}"
-    fmt = options.get("format")
-    if fmt and fmt not in FORMATS[adapter]:
-        return f"{adapter} format={fmt!r}: use {' or '.join(FORMATS[adapter])}"
-    placement = placement_problem(adapter, options)
-    if placement:
-        return placement
-    for name in ("batch", "max_images"):
-        raw = options.get(name)
-        if raw and (not raw.isdigit() or int(raw) < 1):
-            return f"{adapter} option {name}={raw!r} must be a positive integer"
-    splitting = options.get("image_splitting")
-    if splitting and splitting not in ("0", "1"):
-        return f"{adapter} image_splitting={splitting!r}: use 0 or 1"
-    return None
+    """Why the options are invalid for ``adapter`` (one line naming the fix), or None: the declared
+    options checked by the core, then the placement rules."""
+    return options_problem(adapter, OPTIONS[adapter], options) or placement_problem(adapter, options)
 
 
 def checkpoint_problem(adapter: str, folder: Path) -> str | None:
@@ -127,6 +121,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-llava:/models/mantis-8b-siglip-llama3,format=mantis_llama3,batch=8",
             check=check_hf_llava,
+            options=OPTIONS["hf-llava"],
             gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )
@@ -139,6 +134,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-idefics2:/models/Mantis-8B-Idefics2,batch=8",
             check=check_hf_idefics2,
+            options=OPTIONS["hf-idefics2"],
             gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )

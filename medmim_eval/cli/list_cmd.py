@@ -10,8 +10,10 @@ WHAT = ("models", "adapters", "tasks", "builders", "recipes")
 
 @click.command("list")
 @click.argument("what", type=click.Choice(WHAT), required=False)
+@click.option("--options", "show_options", is_flag=True,
+              help="With adapters: each adapter's key=value options (name, type, default, help).")
 @click.pass_context
-def list_(ctx: click.Context, what: str | None) -> None:
+def list_(ctx: click.Context, what: str | None, show_options: bool) -> None:
     """List named models (and whether they can run here), adapters, tasks, builders and recipes."""
     host = get_host(ctx)
     for kind in (what,) if what else WHAT:
@@ -31,6 +33,8 @@ def list_(ctx: click.Context, what: str | None) -> None:
                 entry = host.adapters.get(name)
                 extras = f" [needs medmim-eval[{','.join(entry.extras)}]]" if entry.extras else ""
                 click.echo(f"  {name:<18} {entry.description}{extras}  ({host.adapters.owners[name]})")
+                if show_options:
+                    _print_options(entry)
         elif kind == "tasks":
             for name in host.tasks:
                 click.echo(f"  {name:<22} {host.tasks.get(name).description}  ({host.tasks.owners[name]})")
@@ -49,3 +53,14 @@ def list_(ctx: click.Context, what: str | None) -> None:
                 click.echo(f"  {name:<18} {host.recipes.get(name).description}")
             if not host.recipes.names():
                 click.echo("  (none registered)")
+
+
+def _print_options(entry) -> None:  # type: ignore[no-untyped-def]
+    from medmim_eval.adapter_options import describe
+
+    if entry.options is None:
+        click.echo(f"  {'':<18} options: not declared (the adapter validates its own; its docs list them)")
+        return
+    click.echo(f"  {'':<18} options (and label=NAME):" if entry.options else f"  {'':<18} options: label=NAME only")
+    for line in describe(entry.options):
+        click.echo(f"  {'':<20} {line}")

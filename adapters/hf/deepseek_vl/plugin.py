@@ -29,6 +29,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from medmim_eval.adapter_options import AdapterOption, batching_options, known_names, options_problem, placement_options
 from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
@@ -41,7 +42,13 @@ NATIVE_CLASSES = {"deepseek_vl": "DeepseekVLForConditionalGeneration",
                   "deepseek_vl_hybrid": "DeepseekVLHybridForConditionalGeneration"}
 ORIGINAL_TYPE = "multi_modality"
 MODES = ("native", "package")
-KNOWN_OPTIONS = frozenset({"mode", "dtype", "device", "device_map", "batch", "max_images", "label"})
+OPTIONS = (
+    AdapterOption("mode", "choice", choices=MODES, default="from the checkpoint folder",
+                  hint="native or package",
+                  help="transformers' native DeepSeek-VL, or DeepSeek-VL's own package (its processor and model)"),
+    *placement_options(), *batching_options(batch=8),
+)
+KNOWN_OPTIONS = frozenset(known_names(OPTIONS))
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -96,20 +103,7 @@ def deepseek_mode(folder: Path, options: dict[str, str]) -> tuple[str | None, st
 
 def option_problem(options: dict[str, str]) -> str | None:
     """Why the options are invalid (one line naming the fix), or None."""
-    unknown = sorted(set(options) - KNOWN_OPTIONS)
-    if unknown:
-        return f"unknown option(s) {', '.join(unknown)}; hf-deepseek-vl knows {', '.join(sorted(KNOWN_OPTIONS))}"
-    mode = options.get("mode")
-    if mode and mode not in MODES:
-        return f"hf-deepseek-vl mode={mode!r}: use native or package"
-    placement = placement_problem("hf-deepseek-vl", options)
-    if placement:
-        return placement
-    for name in ("batch", "max_images"):
-        raw = options.get(name)
-        if raw and (not raw.isdigit() or int(raw) < 1):
-            return f"hf-deepseek-vl option {name}={raw!r} must be a positive integer"
-    return None
+    return options_problem("hf-deepseek-vl", OPTIONS, options) or placement_problem("hf-deepseek-vl", options)
 
 
 def check_deepseek_vl(target: str | None, options: dict[str, str]) -> str | None:
@@ -139,6 +133,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-deepseek-vl:/models/deepseek-vl-7b-chat,batch=8",
             check=check_deepseek_vl,
+            options=OPTIONS,
             gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )

@@ -39,16 +39,26 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from medmim_eval.adapter_options import AdapterOption, batching_options, known_names, options_problem, placement_options
 from medmim_eval.adapters.hf.placement_options import placement_problem
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
 ADAPTER = "hf-internvl"
 INSTALL_HINT = "the hf backend (torch, transformers) is not installed: pip install 'medmim-eval[hf]'"
-KNOWN_OPTIONS = frozenset({"mode", "prompt", "max_tiles", "max_images", "batch", "dtype", "device", "device_map",
-                           "label"})
 MODES = ("remote", "native")
 PROMPTS = ("checkpoint", "internvl2")
+OPTIONS = (
+    AdapterOption("mode", "choice", choices=MODES, default="from the checkpoint's config.json",
+                  hint="remote (the checkpoint's own model.chat) or native (transformers)",
+                  help="remote code (model.chat, one sample per call) or transformers' native InternVL, batched"),
+    AdapterOption("prompt", "choice", choices=PROMPTS, default="checkpoint",
+                  hint="checkpoint (its chat template) or internvl2 (InternVL2's model.chat query)",
+                  help="mode=native: the checkpoint's chat template, or exactly InternVL2's model.chat query"),
+    AdapterOption("max_tiles", "int", minimum=1, default="12", help="448-px tiles shared by a sample's images"),
+    *placement_options(), *batching_options(batch=8),
+)
+KNOWN_OPTIONS = frozenset(known_names(OPTIONS))
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -72,25 +82,13 @@ def checkpoint_mode(config: dict[str, Any]) -> str | None:
 
 def option_problem(options: dict[str, str]) -> str | None:
     """Why the options are invalid (one line naming the fix), or None."""
-    unknown = sorted(set(options) - KNOWN_OPTIONS)
-    if unknown:
-        return f"unknown option(s) {', '.join(unknown)}; {ADAPTER} knows {', '.join(sorted(KNOWN_OPTIONS))}"
-    mode = options.get("mode")
-    if mode and mode not in MODES:
-        return f"{ADAPTER} mode={mode!r}: use remote (the checkpoint's own model.chat) or native (transformers)"
-    prompt = options.get("prompt")
-    if prompt and prompt not in PROMPTS:
-        return f"{ADAPTER} prompt={prompt!r}: use checkpoint (its chat template) or internvl2 (InternVL2's model.chat query)"
+    declared = options_problem(ADAPTER, OPTIONS, options)
+    if declared:
+        return declared
+    mode, prompt = options.get("mode"), options.get("prompt")
     if prompt and mode == "remote":
         return f"{ADAPTER} prompt= applies to mode=native; mode=remote always uses the checkpoint's own model.chat"
-    placement = placement_problem(ADAPTER, options)
-    if placement:
-        return placement
-    for name in ("max_tiles", "max_images", "batch"):
-        raw = options.get(name)
-        if raw and (not raw.isdigit() or int(raw) < 1):
-            return f"{ADAPTER} option {name}={raw!r} must be a positive integer"
-    return None
+    return placement_problem(ADAPTER, options)
 
 
 def checkpoint_problem(folder: Path, options: dict[str, str]) -> str | None:
@@ -135,6 +133,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="hf-internvl:/models/InternVL2-8B,mode=remote,max_tiles=12",
             check=check_hf_internvl,
+            options=OPTIONS,
             gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )

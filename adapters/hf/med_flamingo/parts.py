@@ -34,6 +34,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from medmim_eval.adapter_options import AdapterOption, batching_options, known_names, options_problem, placement_options
 from medmim_eval.adapters.hf.placement_options import placement_problem
 
 LLAMA_SUBDIR = "llama-7b"
@@ -48,7 +49,14 @@ INSTALL_HINT = ("pip install --no-deps open-flamingo==0.0.2 && pip install einop
 BACKEND_MODULES = (("torch", "torch"), ("transformers", "transformers"), ("open_flamingo", "open-flamingo"),
                    ("open_clip", "open_clip_torch"), ("einops", "einops"), ("einops_exts", "einops-exts"),
                    ("torchvision", "torchvision, matching your torch"))
-KNOWN_OPTIONS = frozenset({"checkpoint", "clip", "dtype", "device", "batch", "max_images", "label"})
+OPTIONS = (
+    AdapterOption("checkpoint", default="model.pt in the target folder", help="the Med-Flamingo checkpoint file"),
+    AdapterOption("clip", default="found beside the weights", help="the CLIP ViT-L/14 weights open_clip loads"),
+    *placement_options(device_map=False), *batching_options(batch=1),
+    AdapterOption("device_map", help="not supported (open_flamingo's Flamingo cannot be dispatched by accelerate); "
+                  "use device=cuda:N"),
+)
+KNOWN_OPTIONS = frozenset(known_names(OPTIONS))
 
 
 @dataclass(frozen=True)
@@ -85,17 +93,7 @@ def option_problem(options: dict[str, str]) -> str | None:
     if "device_map" in options:
         return ("med-flamingo: device_map is not supported (open_flamingo's Flamingo is a plain torch module "
                 "accelerate cannot dispatch); the 9B model fits one GPU in bf16: use device=cuda:N")
-    unknown = sorted(set(options) - KNOWN_OPTIONS)
-    if unknown:
-        return f"unknown option(s) {', '.join(unknown)}; med-flamingo knows {', '.join(sorted(KNOWN_OPTIONS))}"
-    placement = placement_problem("med-flamingo", options)
-    if placement:
-        return placement
-    for name in ("batch", "max_images"):
-        raw = options.get(name)
-        if raw and (not raw.isdigit() or int(raw) < 1):
-            return f"med-flamingo option {name}={raw!r} must be a positive integer"
-    return None
+    return options_problem("med-flamingo", OPTIONS, options) or placement_problem("med-flamingo", options)
 
 
 def missing_parts(target: str | None, options: dict[str, str]) -> list[str]:

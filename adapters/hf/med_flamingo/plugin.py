@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from medmim_eval.adapters.hf.med_flamingo.parts import check_med_flamingo
+from medmim_eval.adapters.hf.med_flamingo.parts import OPTIONS, check_med_flamingo
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -23,6 +23,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             target="required",
             example="med-flamingo:/models/med-flamingo-9b  (llama-7b/ and model.pt inside)",
             check=check_med_flamingo,
+            options=OPTIONS,
             gpus="medmim_eval.adapters.hf.placement_options:placement_gpus",
         )
     )
