@@ -16,13 +16,14 @@ sample. Options: see :mod:`medmim_eval.adapters.hf.plugin`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf.common import (Prepared, answer_requests, check_image_count, checked_target,
-                                            checkpoint_fingerprint, generate_answers, idefics2_inputs, input_device,
-                                            load_model, placement, prepared_prompt, read_lineage, stop_token_ids)
+from medmim_eval.adapter import AdapterContext, GenerationResult, GenerationSettings
+from medmim_eval.adapters.hf.common import (Prepared, check_image_count, checked_target, checkpoint_fingerprint,
+                                            generate_answers, idefics2_inputs, input_device, load_model,
+                                            prepared_prompt, stop_token_ids)
 from medmim_eval.adapters.hf.plugin import INSTALL_HINT, check_hf_idefics2
+from medmim_eval.adapters.hf.skeleton import InProcessAdapter
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import get_format, render_prompt
 from medmim_eval.schema import Sample
@@ -32,7 +33,7 @@ DEFAULT_MAX_IMAGES = 3
 CROPS_WHEN_SPLITTING = 5  # 4 quarters + the whole image, in that order
 
 
-class HFIdefics2Adapter:
+class HFIdefics2Adapter(InProcessAdapter):
     """The loaded model and processor (``ModelAdapter``); generation runs in a worker thread."""
 
     def __init__(self, model_id: str, path: Path, options: dict[str, str]) -> None:
@@ -41,14 +42,8 @@ class HFIdefics2Adapter:
             from transformers import AutoProcessor, Idefics2ForConditionalGeneration
         except ImportError:
             raise MissingBackendError(INSTALL_HINT) from None
-        self.torch = torch
-        self.model_id, self.path = model_id, path
-        self.lineage = read_lineage(path)
+        self._setup(torch, model_id, path, options, batch=DEFAULT_BATCH, max_images=DEFAULT_MAX_IMAGES)
         self.format = get_format("idefics2")
-        self.placement = placement(torch, options)
-        self.max_images = int(options.get("max_images") or DEFAULT_MAX_IMAGES)
-        self.capabilities = Capabilities(max_images=self.max_images, interleaved=True,
-                                         batch_size=int(options.get("batch") or DEFAULT_BATCH), max_concurrency=1)
         self.processor = AutoProcessor.from_pretrained(path)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         image_processor = getattr(self.processor, "image_processor", None)
@@ -141,13 +136,6 @@ class HFIdefics2Adapter:
             sent = record.model_copy(update={"image_sizes": self._sizes(inputs, row, len(images))})
             results.append(GenerationResult(text=answer, sent=sent, tokens=tokens))
         return results
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
-        """One result per request, in order; a refused or unreadable sample comes back as its exception."""
-        return await answer_requests(requests, self.prepare_sample, self.run)
-
-    async def aclose(self) -> None:
-        self.model = None  # type: ignore[assignment]
 
 
 def make_hf_idefics2(target: str | None, options: dict[str, str], context: AdapterContext) -> HFIdefics2Adapter:

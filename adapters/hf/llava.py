@@ -15,14 +15,14 @@ see :mod:`medmim_eval.adapters.hf.plugin`; shared machinery: :mod:`medmim_eval.a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf.common import (Prepared, answer_requests, check_image_count, checked_target,
-                                            checkpoint_fingerprint, file_sha256, generate_answers, input_device,
-                                            load_llava_padded, load_model, load_rgb, pad_to_square, placement,
-                                            prepared_prompt, read_lineage, stop_token_ids)
+from medmim_eval.adapter import AdapterContext, GenerationResult, GenerationSettings
+from medmim_eval.adapters.hf.common import (Prepared, check_image_count, checked_target, checkpoint_fingerprint,
+                                            file_sha256, generate_answers, input_device, load_llava_padded, load_model,
+                                            load_rgb, pad_to_square, prepared_prompt, stop_token_ids)
 from medmim_eval.adapters.hf.plugin import INSTALL_HINT, check_hf_llava, default_format
+from medmim_eval.adapters.hf.skeleton import InProcessAdapter
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import PromptFormat, get_format, render_prompt
 from medmim_eval.schema import Sample
@@ -32,7 +32,7 @@ DEFAULT_BATCH = 8
 DEFAULT_MAX_IMAGES = 3
 
 
-class HFLlavaAdapter:
+class HFLlavaAdapter(InProcessAdapter):
     """The loaded model and processor (``ModelAdapter``); generation runs in a worker thread."""
 
     def __init__(self, model_id: str, path: Path, options: dict[str, str]) -> None:
@@ -41,16 +41,9 @@ class HFLlavaAdapter:
             from transformers import AutoProcessor, LlavaForConditionalGeneration
         except ImportError:
             raise MissingBackendError(INSTALL_HINT) from None
-        self.torch = torch
-        self.model_id, self.path = model_id, path
-        self.lineage = read_lineage(path)
+        self._setup(torch, model_id, path, options, batch=DEFAULT_BATCH, max_images=DEFAULT_MAX_IMAGES)
         self.format: PromptFormat = get_format(options.get("format") or default_format(path))
-        self.placement = placement(torch, options)
         self.dtype = self.placement.dtype
-        self.max_images = int(options.get("max_images") or DEFAULT_MAX_IMAGES)
-        batch = int(options.get("batch") or DEFAULT_BATCH)
-        self.capabilities = Capabilities(max_images=self.max_images, interleaved=True, batch_size=batch,
-                                         max_concurrency=1, needs_gpu=False)
         self.processor = AutoProcessor.from_pretrained(path)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         self.image_processor = getattr(self.processor, "image_processor", None)
@@ -119,13 +112,6 @@ class HFLlavaAdapter:
             sent = record.model_copy(update={"image_sizes": sizes * len(images)})
             results.append(GenerationResult(text=answer, sent=sent, tokens=tokens))
         return results
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
-        """One result per request, in order; a refused or unreadable sample comes back as its exception."""
-        return await answer_requests(requests, self.prepare_sample, self.run)
-
-    async def aclose(self) -> None:
-        self.model = None  # type: ignore[assignment]
 
 
 def make_hf_llava(target: str | None, options: dict[str, str], context: AdapterContext) -> HFLlavaAdapter:

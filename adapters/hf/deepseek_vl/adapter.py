@@ -14,15 +14,16 @@ dropped or truncated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf.common import (Placement, Prepared, answer_requests, check_image_count, checked_target,
+from medmim_eval.adapter import AdapterContext, GenerationResult, GenerationSettings
+from medmim_eval.adapters.hf.common import (Placement, Prepared, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, input_device, load_model,
-                                            placement, prepared_prompt, read_lineage, stop_token_ids)
+                                            prepared_prompt, stop_token_ids)
 from medmim_eval.adapters.hf.deepseek_vl.plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
                                                         deepseek_mode, read_config)
 from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
+from medmim_eval.adapters.hf.skeleton import InProcessAdapter
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.schema import Sample, content_hash
 
@@ -104,21 +105,18 @@ class NativeDeepseekVL:
         return out.logits[:, -1].float().cpu()
 
 
-class DeepseekVLAdapter:
+class DeepseekVLAdapter(InProcessAdapter):
     """A loaded DeepSeek-VL (``ModelAdapter``); ``backend`` is the route that runs the model."""
+
+    released = "backend"
 
     def __init__(self, model_id: str, path: Path, options: dict[str, str], mode: str) -> None:
         try:
             import torch
         except ImportError:
             raise MissingBackendError(INSTALL_HINT) from None
-        self.model_id, self.path, self.mode = model_id, path, mode
-        self.lineage = read_lineage(path)
-        self.placement = placement(torch, options)
-        self.max_images = int(options.get("max_images") or DEFAULT_MAX_IMAGES)
-        batch = int(options.get("batch") or DEFAULT_BATCH)
-        self.capabilities = Capabilities(max_images=self.max_images, interleaved=True, batch_size=batch,
-                                         max_concurrency=1, needs_gpu=False)
+        self._setup(torch, model_id, path, options, batch=DEFAULT_BATCH, max_images=DEFAULT_MAX_IMAGES)
+        self.mode = mode
         if mode == "native":
             self.backend: Any = NativeDeepseekVL(torch, path, self.placement)
         else:
@@ -153,13 +151,6 @@ class DeepseekVLAdapter:
                                              "notes": [*record.notes, *(notes if images else [])]})
             results.append(GenerationResult(text=answer, sent=sent, tokens=tokens))
         return results
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
-        """One result per request, in order; a refused or unreadable sample comes back as its exception."""
-        return await answer_requests(requests, self.prepare_sample, self.run)
-
-    async def aclose(self) -> None:
-        self.backend = None
 
 
 def make_hf_deepseek_vl(target: str | None, options: dict[str, str], context: AdapterContext) -> DeepseekVLAdapter:

@@ -38,14 +38,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf.common import (answer_requests, check_image_count, checked_target,
-                                            checkpoint_fingerprint, file_sha256, generate_answers, input_device,
-                                            load_model, load_rgb, placement, read_lineage, stop_token_ids)
+from medmim_eval.adapter import AdapterContext, GenerationResult, GenerationSettings
+from medmim_eval.adapters.hf.common import (check_image_count, checked_target, checkpoint_fingerprint, file_sha256,
+                                            generate_answers, input_device, load_model, load_rgb, stop_token_ids)
 from medmim_eval.adapters.hf.internvl.plugin import INSTALL_HINT, check_hf_internvl, checkpoint_mode, read_config
 from medmim_eval.adapters.hf.internvl.tiling import DEFAULT_MAX_TILES, choose_grid, per_image_budget, tile_image
+from medmim_eval.adapters.hf.skeleton import InProcessAdapter
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.prompt_formats import PromptFormat, render_content
 from medmim_eval.schema import PromptRecord, Sample, TextPart, content_hash
@@ -112,7 +112,7 @@ def load_native_processor(path: Path) -> Any:
     return processor
 
 
-class HFInternVLAdapter:
+class HFInternVLAdapter(InProcessAdapter):
     """The loaded InternVL model (``ModelAdapter``); generation runs in a worker thread."""
 
     def __init__(self, model_id: str, path: Path, options: dict[str, str]) -> None:
@@ -121,8 +121,6 @@ class HFInternVLAdapter:
             import transformers  # noqa: F401
         except ImportError:
             raise MissingBackendError(INSTALL_HINT) from None
-        self.torch = torch
-        self.model_id, self.path = model_id, path
         self.mode = options.get("mode") or checkpoint_mode(read_config(path)) or "native"
         self.prompt = options.get("prompt") or "checkpoint"
         if self.prompt not in NATIVE_PROMPTS:
@@ -130,13 +128,12 @@ class HFInternVLAdapter:
         if self.mode == "remote" and "prompt" in options:
             raise MedmimError("hf-internvl prompt= applies to mode=native; mode=remote always uses the "
                               "checkpoint's own model.chat template")
-        self.where = placement(torch, options)
-        self.max_images = int(options.get("max_images") or DEFAULT_MAX_IMAGES)
+        # model.chat takes one sample per call: the remote route never batches.
+        native = {**options, "batch": options.get("batch") or str(DEFAULT_BATCH)} if self.mode == "native" else \
+            {**options, "batch": "1"}
+        self._setup(torch, model_id, path, native, batch=DEFAULT_BATCH, max_images=DEFAULT_MAX_IMAGES)
+        self.where = self.placement
         self.max_tiles = int(options.get("max_tiles") or DEFAULT_MAX_TILES)
-        self.lineage = read_lineage(path)
-        batch = int(options.get("batch") or DEFAULT_BATCH) if self.mode == "native" else 1
-        self.capabilities = Capabilities(max_images=self.max_images, interleaved=True, batch_size=batch,
-                                         max_concurrency=1, needs_gpu=False)
         if self.mode == "remote":
             self._load_remote()
         else:
@@ -323,13 +320,6 @@ class HFInternVLAdapter:
             answer = self.model.chat(self.tokenizer, pixels, question, config,
                                      num_patches_list=tiles if pixels is not None else None)
         return GenerationResult(text=str(answer).strip(), sent=record)
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
-        """One result per request, in order; a refused or unreadable sample comes back as its exception."""
-        return await answer_requests(requests, self.prepare_sample, self.run)
-
-    async def aclose(self) -> None:
-        self.model = None
 
 
 def make_hf_internvl(target: str | None, options: dict[str, str], context: AdapterContext) -> HFInternVLAdapter:

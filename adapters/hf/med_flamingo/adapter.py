@@ -24,15 +24,15 @@ import inspect
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult, GenerationSettings
-from medmim_eval.adapters.hf.common import (Prepared, answer_requests, check_image_count, file_sha256, placement,
-                                            prepared_prompt, read_lineage)
+from medmim_eval.adapter import AdapterContext, GenerationResult, GenerationSettings
+from medmim_eval.adapters.hf.common import (Prepared, check_image_count, file_sha256, prepared_prompt)
 from medmim_eval.adapters.hf.med_flamingo.parts import (CLIP_ARCH, CROSS_ATTN_EVERY_N_LAYERS, INSTALL_HINT,
                                                         MedFlamingoParts, check_med_flamingo, missing_backend,
                                                         resolve_parts)
 from medmim_eval.adapters.hf.med_flamingo.prompt import END_OF_CHUNK, MEDIA_TOKEN, SYSTEM_PROMPT, render_med_flamingo
+from medmim_eval.adapters.hf.skeleton import InProcessAdapter
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.schema import Sample, content_hash
 
@@ -106,7 +106,7 @@ def decoding_kwargs(signature: inspect.Signature, settings: GenerationSettings, 
     return {k: v for k, v in wanted.items() if k in parameters}
 
 
-class MedFlamingoAdapter:
+class MedFlamingoAdapter(InProcessAdapter):
     """The loaded Med-Flamingo (``ModelAdapter``); generation runs in a worker thread."""
 
     def __init__(self, model_id: str, target: Path, parts: MedFlamingoParts, options: dict[str, str]) -> None:
@@ -115,13 +115,9 @@ class MedFlamingoAdapter:
             from open_flamingo import create_model_and_transforms
         except ImportError as exc:
             raise MissingBackendError(f"med-flamingo: {exc}; {INSTALL_HINT}") from None
-        self.torch, self.model_id, self.parts = torch, model_id, parts
-        self.lineage = read_lineage(target) if target.is_dir() else None
-        self.placement = placement(torch, options)
-        self.max_images = int(options.get("max_images") or DEFAULT_MAX_IMAGES)
-        batch = int(options.get("batch") or DEFAULT_BATCH)
-        self.capabilities = Capabilities(max_images=self.max_images, interleaved=True, batch_size=batch,
-                                         max_concurrency=1, needs_gpu=True)
+        self._setup(torch, model_id, target, options, batch=DEFAULT_BATCH, max_images=DEFAULT_MAX_IMAGES,
+                    needs_gpu=True, lineage=target.is_dir())
+        self.parts = parts
         try:
             model, self.image_processor, self.tokenizer = create_model_and_transforms(
                 clip_vision_encoder_path=CLIP_ARCH, clip_vision_encoder_pretrained=parts.clip,
@@ -185,13 +181,6 @@ class MedFlamingoAdapter:
             results.append(GenerationResult(text=answer, sent=sent, tokens={
                 "prompt_tokens": int(mask[row].sum()), "completion_tokens": len(new)}))
         return results
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | BaseException]:
-        """One result per request, in order; a refused or unreadable sample comes back as its exception."""
-        return await answer_requests(requests, self.prepare_sample, self.run)
-
-    async def aclose(self) -> None:
-        self.model = None
 
 
 def make_med_flamingo(target: str | None, options: dict[str, str], context: AdapterContext) -> MedFlamingoAdapter:
