@@ -21,7 +21,9 @@ class AdapterOption:
     """One ``key=value`` option of an adapter spec.
 
     ``default`` is what the adapter does without it (text for people, e.g. ``"fp32 on CPU, bf16 on
-    GPU"``); ``hint`` replaces ``" or ".join(choices)`` in the error for a wrong choice.
+    GPU"``); ``hint`` replaces ``" or ".join(choices)`` in the error for a wrong choice; ``metavar``
+    names the value in listings where the kind says too little (``SECONDS``: a ``str`` option whose
+    adapter parses it itself).
     """
 
     name: str
@@ -31,6 +33,7 @@ class AdapterOption:
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     hint: str = ""
+    metavar: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -79,7 +82,7 @@ def describe(declared: Sequence[AdapterOption]) -> list[str]:
     """One line per option for ``list adapters --options``."""
     lines = []
     for o in declared:
-        kind = "|".join(o.choices) if o.kind == "choice" else ("0|1" if o.kind == "bool" else o.kind.upper())
+        kind = o.metavar or ("|".join(o.choices) if o.kind == "choice" else "0|1" if o.kind == "bool" else o.kind.upper())
         default = f" (default: {o.default})" if o.default else ""
         lines.append(f"{o.name}={kind}  {o.help}{default}")
     return lines

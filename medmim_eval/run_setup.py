@@ -127,12 +127,12 @@ def resolve_models(specs: list[ModelSpec], host: PluginHost) -> tuple[list[tuple
         entry = host.adapters.get(spec.adapter)
         if entry.target == "required" and not spec.target:
             raise MedmimError(f"model '{spec}' needs a target: {entry.example or spec.adapter + ':TARGET'}")
-        problem = entry.option_problem(spec.option_dict)
-        if problem:
-            raise MedmimError(f"model '{spec.model_id}': {problem}")
         reason = entry.missing_prerequisite(spec.target, spec.option_dict)
         if reason:
             raise MedmimError(f"model '{spec.model_id}' cannot run here: {reason}")
+        problem = entry.option_problem(spec.option_dict)  # the declared options, for adapters that declare them
+        if problem:
+            raise MedmimError(f"model '{spec.model_id}': {problem}")
         if spec.model_id in seen:
             raise MedmimError(
                 f"two models are both named '{spec.model_id}' ({seen[spec.model_id]} and {spec}); "

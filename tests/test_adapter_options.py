@@ -77,3 +77,18 @@ def test_list_adapters_options_shows_every_declared_option() -> None:
             assert f"{option.name}=" in text, (name, option.name)
     assert "format=mantis_llama3|llava_med_mistral" in result.stdout
     assert "batch=INT  samples per forward pass (default: 8)" in result.stdout
+
+
+def test_the_openai_declaration_covers_exactly_what_its_parser_reads() -> None:
+    from dataclasses import fields
+
+    from medmim_eval.adapters.openai.plugin import KNOWN_OPTIONS, ChatOptions
+
+    assert KNOWN_OPTIONS == {"base_url", "api_key_env", "label", *(f.name for f in fields(ChatOptions))}
+
+
+def test_a_key_in_the_spec_gets_the_specific_message_not_unknown_option(tmp_path) -> None:  # noqa: ANN001
+    result = run_cli("run", "-m", "openai:m,base_url=http://127.0.0.1:9/v1,api_key=sk-secret", "-t",
+                     "synth-temporal:closed", "--limit", "1", "-o", str(tmp_path / "r"), "-q")
+    assert result.returncode == 2 and "never put the API key in the model spec" in result.stderr
+    assert "sk-secret" not in result.stderr

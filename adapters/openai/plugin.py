@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from medmim_eval.adapter_options import AdapterOption, known_names, options_problem
 from medmim_eval.adapters.openai.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE
 from medmim_eval.endpoints import (DEFAULT_KEY_ENV, OPENAI_BASE_URL, OPENAI_HOST, base_urls,  # noqa: F401
                                    host_of, is_local_url)
@@ -105,7 +106,23 @@ class ChatOptions:
         )
 
 
-KNOWN_OPTIONS = frozenset({"base_url", "api_key_env", "label", *(f.name for f in fields(ChatOptions))})
+OPTIONS = (
+    AdapterOption("base_url", metavar="URL[|URL...]", default="the OpenAI API",
+                  help="endpoint(s); |-separated replicas of one model, least-loaded first"),
+    AdapterOption("api_key_env", metavar="NAME", default=DEFAULT_KEY_ENV,
+                  help="the environment variable holding the key (never the key itself)"),
+    AdapterOption("concurrency", metavar="INT", default="64 local, 16 remote", help="requests in flight per endpoint"),
+    AdapterOption("max_retries", metavar="INT", default="5", help="retries after the first attempt"),
+    AdapterOption("timeout", metavar="SECONDS", default="120", help="one attempt, start to end"),
+    AdapterOption("backoff", metavar="SECONDS", default="1", help="first retry delay, doubled per retry"),
+    AdapterOption("max_wait", metavar="SECONDS", default="120", help="longest single wait (Retry-After above it fails)"),
+    AdapterOption("max_side", metavar="PIXELS|none", default=str(DEFAULT_MAX_SIDE),
+                  help="longest image side sent; larger images are shrunk to JPEG"),
+    AdapterOption("jpeg_quality", metavar="1-95", default=str(DEFAULT_JPEG_QUALITY), help="quality of re-encoded images"),
+    AdapterOption("detail", "choice", choices=("low", "high", "auto"), default="not sent", help="OpenAI image detail"),
+    AdapterOption("max_images", metavar="INT", default="16", help="images per prompt; more is an error, never truncated"),
+)
+KNOWN_OPTIONS = frozenset(known_names(OPTIONS))
 
 
 def check_openai(target: str | None, options: dict[str, str]) -> str | None:
@@ -118,9 +135,9 @@ def check_openai(target: str | None, options: dict[str, str]) -> str | None:
         urls = base_urls(options)
     except MedmimError as exc:
         return str(exc)
-    unknown = sorted(set(options) - KNOWN_OPTIONS)
-    if unknown:
-        return f"unknown option(s) {', '.join(unknown)}; the openai adapter knows {', '.join(sorted(KNOWN_OPTIONS))}"
+    declared = options_problem("openai", OPTIONS, options)
+    if declared:
+        return declared
     remote = [u for u in urls if not is_local_url(u)]
     try:
         ChatOptions.parse(options, local=not remote)
@@ -154,6 +171,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             example="openai:gpt-4o  or  openai:MODEL,base_url=http://127.0.0.1:8000/v1|http://127.0.0.1:8001/v1",
             check=check_openai,
             remote=remote_openai,
+            options=OPTIONS,
         )
     )
     register(
