@@ -61,7 +61,8 @@ ORIGINAL_LLAVA = ("is the original LLaVA-repository checkpoint (LlavaMistralForC
                   "HF-format LlavaForConditionalGeneration port (see adapters/vllm/model_registry.py)")
 
 
-def _config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> dict[str, Any]:
+    """The parsed config.json of ``folder`` ({} when missing or unreadable); the HF families' plugins share it."""
     try:
         data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -79,7 +80,7 @@ def checkpoint_problem(adapter: str, folder: Path) -> str | None:
     """Why ``folder`` is not a checkpoint ``adapter`` loads (from config.json and the file names), or None."""
     if not (folder / "config.json").is_file():
         return f"{adapter}: {folder} is not a checkpoint folder (no config.json there)"
-    config = _config(folder)
+    config = read_config(folder)
     if "LlavaMistralForCausalLM" in (config.get("architectures") or []):
         return f"{adapter}: {folder} {ORIGINAL_LLAVA}"
     model_type = config.get("model_type")

@@ -35,12 +35,12 @@ Options (all optional):
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from medmim_eval.adapter_options import AdapterOption, batching_options, known_names, options_problem, placement_options
 from medmim_eval.adapters.hf.placement_options import placement_problem
+from medmim_eval.adapters.hf.plugin import read_config
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -60,15 +60,6 @@ OPTIONS = (
 )
 KNOWN_OPTIONS = frozenset(known_names(OPTIONS))
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    """The parsed config.json of ``folder`` ({} when missing or unreadable)."""
-    try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def checkpoint_mode(config: dict[str, Any]) -> str | None:
