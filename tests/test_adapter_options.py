@@ -42,7 +42,7 @@ def test_an_entry_without_declared_options_leaves_them_to_its_check() -> None:
 
 
 @pytest.mark.parametrize("name", ["hf-llava", "hf-idefics2", "hf-internvl", "hf-deepseek-vl", "med-flamingo",
-                                  "random", "majority", "longest-option"])
+                                  "random", "majority", "longest-option", "openai", "vllm", "vllm-offline"])
 def test_built_in_families_declare_their_options_and_check_with_them(name: str) -> None:
     entry = create_plugin_host().adapters.get(name)
     assert entry.options is not None
@@ -92,3 +92,75 @@ def test_a_key_in_the_spec_gets_the_specific_message_not_unknown_option(tmp_path
                      "synth-temporal:closed", "--limit", "1", "-o", str(tmp_path / "r"), "-q")
     assert result.returncode == 2 and "never put the API key in the model spec" in result.stderr
     assert "sk-secret" not in result.stderr
+
+
+def _keys_read(path, only: tuple[str, ...] = ()) -> set[str]:  # noqa: ANN001
+    """The option keys a module (or only its functions named in ``only``) reads: ``options.get("K")``,
+    ``options["K"]``, ``_int(options, "K", ...)``, ``_flag(options, "K")``, and ``key.startswith("P")``
+    prefixes as ``P*``."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    roots = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name in only] if only else [tree]
+    keys: set[str] = set()
+    for node in (n for root in roots for n in ast.walk(root)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            args = node.args
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "options" \
+                    and func.attr == "get" and args and isinstance(args[0], ast.Constant):
+                keys.add(args[0].value)
+            elif isinstance(func, ast.Name) and func.id in ("_int", "_flag") and len(args) > 1 \
+                    and isinstance(args[1], ast.Constant):
+                keys.add(args[1].value)
+            elif isinstance(func, ast.Attribute) and func.attr == "startswith" and isinstance(func.value, ast.Name) \
+                    and func.value.id == "key" and args and isinstance(args[0], ast.Constant):
+                keys.add(args[0].value + "*")
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "options" \
+                and isinstance(node.slice, ast.Constant):
+            keys.add(node.slice.value)
+    return keys
+
+
+def test_the_vllm_declarations_cover_exactly_what_the_vllm_code_reads() -> None:
+    """A key the code reads but does not declare would be refused as unknown; one declared but never
+    read would be accepted and ignored. Both directions are checked, per adapter."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    import medmim_eval.adapters.vllm as package
+    from medmim_eval.adapters.openai.plugin import ChatOptions
+    from medmim_eval.adapters.vllm.options import OFFLINE_OPTIONS, SERVE_OPTIONS, VLLM_OPTIONS
+
+    folder = Path(package.__file__).parent
+    engine = _keys_read(folder / "model_registry.py", ("preset_for", "chat_template_path", "engine_settings")) | \
+        _keys_read(folder / "server.py", ("launcher_python", "launch_env", "vllm_missing"))
+    served = _keys_read(folder / "model_registry.py") | _keys_read(folder / "server.py") | \
+        _keys_read(folder / "adapter.py") | {f.name for f in fields(ChatOptions)}
+    offline = engine | _keys_read(folder / "offline.py")
+    serve = engine | _keys_read(folder / "server.py", ("extra_args",)) | _keys_read(folder / "serve_cmd.py") | \
+        _keys_read(folder / "adapter.py", ("default_served_name",))  # its --host and --port are flags
+    assert "engine.*" in offline and "env.*" in engine and "batch" in offline  # the scan sees what it must
+    for declared, read in ((VLLM_OPTIONS, served), (OFFLINE_OPTIONS, offline), (SERVE_OPTIONS, serve)):
+        assert {o.name for o in declared} | {"label"} == read | {"label"}
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("vllm:/no/such/model,tpp=2", "unknown option(s) tpp; vllm knows args, backoff, base_url,"),
+    ("vllm:/no/such/model,tp=0", "vllm option tp='0' must be a positive integer"),
+    ("vllm:/no/such/model,preset=nope", "vllm preset='nope': use "),
+    ("vllm-offline:/no/such/model,batch=0", "vllm-offline option batch='0' must be a positive integer"),
+    ("vllm-offline:/no/such/model,base_url=http://127.0.0.1:1/v1", "unknown option(s) base_url; vllm-offline knows"),
+])
+def test_a_vllm_spec_with_a_wrong_option_is_refused_before_any_engine_starts(tmp_path, spec: str,  # noqa: ANN001
+                                                                            expected: str) -> None:
+    result = run_cli("run", "-m", spec, "-t", "synth-temporal:closed", "--limit", "1", "-o", str(tmp_path / "r"), "-q")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "r" / "samples.jsonl").exists()
+
+
+def test_serve_refuses_an_unknown_launch_option_at_once(tmp_path) -> None:  # noqa: ANN001
+    result = run_cli("serve", str(tmp_path), "-o", "concurrency=4")
+    assert result.returncode != 0
+    assert "unknown option(s) concurrency; serve knows" in result.stderr and "served_name" in result.stderr

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult
+from medmim_eval.adapter_options import options_problem
 from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings, server_args, unservable_reason
+from medmim_eval.adapters.vllm.options import VLLM_OPTIONS
 from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
                                               extra_args, launch, launch_env, launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, MissingBackendError
@@ -55,6 +57,9 @@ def check_vllm(target: str | None, options: dict[str, str]) -> str | None:
     """Cheap prerequisite check for ``vllm:`` (imports nothing heavy; the launcher probe is cached)."""
     if importlib.util.find_spec("openai") is None:
         return OPENAI_HINT
+    declared = options_problem("vllm", VLLM_OPTIONS, options)  # a typo before the launcher probe
+    if declared:
+        return declared
     if options.get("base_url"):
         from medmim_eval.adapters.openai.plugin import base_urls
 

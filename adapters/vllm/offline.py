@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
+from medmim_eval.adapter_options import options_problem
 from medmim_eval.adapters.vllm.adapter import is_local_target, model_identity, target_problem
 from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings
+from medmim_eval.adapters.vllm.options import OFFLINE_OPTIONS
 from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, close_process_group, launch_env,
                                               launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, TooManyImagesError
@@ -48,8 +50,8 @@ def _stop_leftovers() -> None:
 
 
 def check_vllm_offline(target: str | None, options: dict[str, str]) -> str | None:
-    """Cheap prerequisite check: the target and a launcher python that has vllm."""
-    return target_problem(target) or vllm_missing(options)
+    """Cheap prerequisite check: the declared options, the target and a launcher python that has vllm."""
+    return options_problem("vllm-offline", OFFLINE_OPTIONS, options) or target_problem(target) or vllm_missing(options)
 
 
 def engine_kwargs(settings: EngineSettings, options: dict[str, str], seed: int) -> dict[str, Any]:

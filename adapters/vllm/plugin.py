@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from medmim_eval.adapters.vllm.model_registry import MODEL_ENTRIES
+from medmim_eval.adapters.vllm.options import OFFLINE_OPTIONS, VLLM_OPTIONS
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -29,6 +30,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             check="medmim_eval.adapters.vllm.adapter:check_vllm",
             remote="medmim_eval.adapters.vllm.adapter:remote_vllm",
             gpus="medmim_eval.adapters.vllm.model_registry:engine_gpus",
+            options=VLLM_OPTIONS,
         )
     )
     register(
@@ -42,6 +44,7 @@ def register_adapters(register: Callable[[object], None]) -> None:
             example="vllm-offline:/models/mim-llava-med,preset=mim-llava-med,batch=64",
             check="medmim_eval.adapters.vllm.offline:check_vllm_offline",
             gpus="medmim_eval.adapters.vllm.model_registry:engine_gpus",
+            options=OFFLINE_OPTIONS,
         )
     )
     for entry in MODEL_ENTRIES:

@@ -57,8 +57,8 @@ def _options(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--option", "-o", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="vllm adapter options: preset, served_name, launcher, env.NAME, args, max_images, max_model_len, "
-              "trust_remote_code, chat_template, tp, dp, dtype, enforce_eager, startup_timeout, log.")
+              help="launch options of the vllm adapter (preset, served_name, launcher, env.NAME, args, max_images, "
+              "max_model_len, tp, dp, ...); `medmim-eval list adapters --options` shows them all.")
 @click.pass_context
 def serve(ctx: click.Context, model: str, port: int, bind: str, pairs: tuple[str, ...]) -> None:
     """Run a vLLM server for MODEL until Ctrl-C, and print the base_url to give runs.
@@ -72,8 +72,11 @@ def serve(ctx: click.Context, model: str, port: int, bind: str, pairs: tuple[str
     from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, extra_args, launch,
                                                   launch_env, launcher_python, vllm_missing)
 
+    from medmim_eval.adapter_options import options_problem
+    from medmim_eval.adapters.vllm.options import SERVE_OPTIONS
+
     target, options = resolve_target(model, _options(pairs), get_host(ctx))
-    reason = target_problem(target) or vllm_missing(options)
+    reason = options_problem("serve", SERVE_OPTIONS, options) or target_problem(target) or vllm_missing(options)
     if reason:
         raise MedmimError(reason)
     settings = engine_settings(target, options)
