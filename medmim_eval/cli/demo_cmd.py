@@ -106,7 +106,9 @@ def demo(ctx: click.Context, output: Path | None, retrain: bool, train_options: 
     cached = (model_dir / "medmim_lineage.json").is_file() and not retrain
     say(f"[2/3] tiny model: {'cached at ' + str(model_dir) if cached else 'training (recipe tiny) into ' + str(model_dir)}")
     request.recipe_version, request.output = key, model_dir
-    lineage = recipe(request)
+    # The key is a digest of what the model depends on (contents, not paths): a cached model is used
+    # as it is, even from a cache folder that has moved since it was trained.
+    lineage = json.loads((model_dir / "medmim_lineage.json").read_text(encoding="utf-8")) if cached else recipe(request)
     first, last = lineage.get("first_loss"), lineage.get("final_loss")
     if first is not None and last is not None:
         say(f"      {lineage.get('steps')} steps, training loss {first:.3f} -> {last:.3f}")
