@@ -111,6 +111,7 @@ def test_a_letter_constant_predictor_scores_zero_and_shows_its_bias(suite: Path)
     assert bias["A"] == 100.0 and all(rate == 0.0 for letter, rate in bias.items() if letter != "A")
 
 
+@pytest.mark.slow
 def test_a_circular_run_states_its_cost_and_the_majority_baseline_scores_zero(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli("run", "-m", "majority,random", "-t", "synth-temporal:closed,synth-temporal@circular",

@@ -77,6 +77,7 @@ def llava_ckpt() -> Path:
     return tiny_llava()
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_same_records_as_one_process(llava_ckpt: Path, tmp_path: Path) -> None:
     task = mixed_task(tmp_path / "data", [2, 3, 2, 3, 2])
     common = ["run", "--models", f"hf-llava:{llava_ckpt},format=mantis_llama3,batch=1,label=tiny", "--tasks",
@@ -97,6 +98,7 @@ def test_two_ranks_write_the_same_records_as_one_process(llava_ckpt: Path, tmp_p
     assert all(r.done and not r.scores_pending and r.sent is not None for r in records)
 
 
+@pytest.mark.slow
 def test_accelerate_launch_gives_the_same_records_as_one_process(plugin_site: Path, tmp_path: Path) -> None:
     task = mixed_task(tmp_path / "data", [2, 3, 3, 2])
     common = ["run", "--models", "echo-test,batch=1", "--tasks", str(task), "--no-cache", "--quiet"]
@@ -118,6 +120,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.mark.slow
 def test_a_run_killed_under_two_ranks_resumes_under_one(plugin_site: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     task = mixed_task(tmp_path / "data", [2, 3] * 6)  # 24 samples
@@ -165,6 +168,7 @@ def test_a_run_killed_under_two_ranks_resumes_under_one(plugin_site: Path, tmp_p
     assert len(answered) == len({r.key for r in lines}) == 24  # no sample answered twice
 
 
+@pytest.mark.slow
 def test_a_rank_that_fails_is_reported_by_rank_0_and_the_others_records_are_kept(plugin_site: Path,
                                                                                    tmp_path: Path) -> None:
     task = mixed_task(tmp_path / "data", [2, 3, 2, 3])

@@ -382,6 +382,7 @@ def image_task(folder: Path, counts: list[int]) -> Path:
 
 
 @pytest.mark.parametrize("which", ["remote", "native"])
+@pytest.mark.slow
 def test_run_answers_two_and_three_images_and_flags_a_fourth(which: str, native_ckpt: Path, remote_ckpt: Path,
                                                               tmp_path: Path) -> None:
     ckpt = remote_ckpt if which == "remote" else native_ckpt

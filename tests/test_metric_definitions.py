@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 from medmim_eval.control_view import VERDICT_RULE
@@ -25,6 +26,7 @@ def _strip(run_dir: Path) -> None:
         path.write_text(json.dumps(data))
 
 
+@pytest.mark.slow
 def test_chance_and_control_definitions_are_recorded_and_older_runs_still_resume_and_compare(tmp_path: Path) -> None:
     env = {"MEDMIM_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     new = tmp_path / "new"

@@ -179,6 +179,7 @@ def test_rouge_l_equals_rouge_score_on_many_pairs() -> None:
     assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4 and lcs_length([], list("AB")) == 0
 
 
+@pytest.mark.slow
 def test_the_open_scoring_benchmark_runs_in_quick_mode(shared_data: Path) -> None:
     import subprocess
     import sys

@@ -423,6 +423,7 @@ def test_cost_is_estimated_for_the_openai_api_only() -> None:
 
 # --- the real MIM-RAD task ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_real_mim_rad_through_the_server(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with FakeOpenAIServer() as srv:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 TASKS = "synth-temporal:closed,synth-reasoning:closed"
@@ -18,6 +19,7 @@ def _records(run: Path) -> dict[tuple[str, str], dict]:
     return out
 
 
+@pytest.mark.slow
 def test_repeat_runs_k_seeded_runs_and_reports_spread_and_flips(tmp_path: Path) -> None:
     out = tmp_path / "rep"
     result = run_cli("run", "-m", "random,majority", "-t", TASKS, "--limit", "30", "--repeat", "3",
@@ -51,6 +53,7 @@ def test_repeat_runs_k_seeded_runs_and_reports_spread_and_flips(tmp_path: Path) 
     assert json.loads((out / "repeats.json").read_text())["cells"] == summary["cells"]
 
 
+@pytest.mark.slow
 def test_greedy_repeats_say_that_they_will_not_vary(tmp_path: Path) -> None:
     result = run_cli("run", "-m", "majority", "-t", "synth-temporal:closed", "--limit", "5", "--repeat", "2",
                      "-o", str(tmp_path / "rep"), "-q")

@@ -19,6 +19,7 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_completes_without_recomputing(plugin_site: Path, shared_data: Path, tmp_path: Path) -> None:
     out, log = tmp_path / "run", tmp_path / "calls.jsonl"
     args = ["run", "--models", f"echo-test,delay=0.02,batch=2,concurrency=2,log={log}", "--tasks", "held-out-rad",
@@ -164,6 +165,7 @@ def test_an_adapter_is_closed_even_when_its_model_is_refused(tmp_path: Path) -> 
     assert closed == ["1", "2"]
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_writes_the_results_of_an_uninterrupted_one(plugin_site: Path, tmp_path: Path) -> None:
     """Only the order of the records differs (concurrent batches finish out of order): no number may."""
     common = ["--tasks", "synth-temporal,synth-reasoning", "--no-cache", "--quiet"]

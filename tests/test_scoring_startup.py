@@ -35,6 +35,7 @@ def _open_task(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_run_without_torch_scores_bertscore_in_a_child_process_with_in_process_numbers(plugin_site: Path,
                                                                                            tmp_path: Path) -> None:
     from medmim_eval.metrics import OpenMetricsConfig, OpenScorer

@@ -82,6 +82,7 @@ def test_the_sbatch_script_asks_for_the_cells_resources(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- local executor
+@pytest.mark.slow
 def test_a_local_sweep_runs_every_cell_reports_a_failed_one_and_skips_finished_ones(
         plugin_site: Path, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"

@@ -164,6 +164,7 @@ def mean_loss(folder: Path, examples: list[Any]) -> float:
         return float(model(**batch).loss)
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_the_response(tmp_path: Path) -> None:
     from tiny_models import tiny_llava
 

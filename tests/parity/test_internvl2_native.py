@@ -150,6 +150,7 @@ torch.save({"backends": (default.backend, ours.backend), **pixels}, out)
 """
 
 
+@pytest.mark.slow
 def test_where_torchvision_is_installed_the_pixels_stay_load_image_s(
         tmp_path: Path, checkpoint: Path, native: HFInternVLAdapter, internvl2: HFInternVLAdapter,
         tiling: SimpleNamespace, cases: dict[str, Item]) -> None:
