@@ -75,10 +75,9 @@ def trained_model_store() -> Path:
     return cache_root() / "demo-model" / training_digest()
 
 
-def reuse_stored_model(cache: Path) -> str | None:
-    """Put the stored model (trained by this very code and these libraries) into the test's empty
-    cache, where ``demo`` finds it if its model key still matches; its name, or None."""
-    store = trained_model_store()
+def reuse_stored_model(store: Path, cache: Path) -> str | None:
+    """Put the model stored in ``store`` (trained by this very code and these libraries) into the
+    test's empty cache, where ``demo`` finds it if its model key still matches; its name, or None."""
     stored = [d for d in store.iterdir() if (d / "medmim_lineage.json").is_file()] if store.is_dir() else []
     if not stored:
         return None
@@ -86,9 +85,8 @@ def reuse_stored_model(cache: Path) -> str | None:
     return stored[0].name
 
 
-def store_trained_model(model: Path) -> None:
-    """Keep ``model`` under the current digest (atomically) and drop the ones of older digests."""
-    store = trained_model_store()
+def store_trained_model(store: Path, model: Path) -> None:
+    """Keep ``model`` in ``store`` (atomically) and drop the stores of older digests."""
     store.parent.mkdir(parents=True, exist_ok=True)
     for old in store.parent.iterdir():
         if old.name != store.name:
@@ -123,7 +121,8 @@ def test_the_demo_model_beats_the_baselines_on_every_ability(tmp_path: Path) -> 
     itself checks the recipe's model key); later sessions reuse it and evaluate it afresh (new data
     folder, no response cache), so the check stays whole while the suite skips the repeat training."""
     run = tmp_path / "run"
-    reused = reuse_stored_model(Path(os.environ["MEDMIM_CACHE_DIR"]))
+    store = trained_model_store()
+    reused = reuse_stored_model(store, Path(os.environ["MEDMIM_CACHE_DIR"]))
     result = run_cli("demo", "--output", str(run), timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     model = Path(json.loads((run / "demo_margins.json").read_text())["model"])
@@ -137,4 +136,4 @@ def test_the_demo_model_beats_the_baselines_on_every_ability(tmp_path: Path) -> 
     assert all(margin >= 20.0 for margin in closed.values()), closed
     assert "does not beat" not in result.stderr
     if trained:
-        store_trained_model(model)
+        store_trained_model(store, model)

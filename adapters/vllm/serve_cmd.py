@@ -67,13 +67,12 @@ def serve(ctx: click.Context, model: str, port: int, bind: str, pairs: tuple[str
     optionally with ,key=value options. Runs attach with
     --models 'vllm:SERVED_NAME,base_url=URL'; several servers: base_url=URL1|URL2.
     """
+    from medmim_eval.adapter_options import options_problem
     from medmim_eval.adapters.vllm.adapter import default_served_name, is_local_target, target_problem
     from medmim_eval.adapters.vllm.model_registry import engine_settings, server_args
+    from medmim_eval.adapters.vllm.options import SERVE_OPTIONS
     from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, extra_args, launch,
                                                   launch_env, launcher_python, vllm_missing)
-
-    from medmim_eval.adapter_options import options_problem
-    from medmim_eval.adapters.vllm.options import SERVE_OPTIONS
 
     target, options = resolve_target(model, _options(pairs), get_host(ctx))
     reason = options_problem("serve", SERVE_OPTIONS, options) or target_problem(target) or vllm_missing(options)
