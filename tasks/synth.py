@@ -301,7 +301,8 @@ def _items(rng: random.Random, key: str, split: str, kind: str, n: int, folder: 
         paths = []
         for j, image in enumerate(case.images):
             rel = f"images/{key}/{name}_{j}.png"
-            image.save(folder / rel, format="PNG")
+            # zlib level 1: a third of the default's time for 15 % more bytes, the same pixels
+            image.save(folder / rel, format="PNG", compress_level=1)
             paths.append(rel)
         tokens = IMAGE_TOKEN * len(paths)
         if kind == "closed":
