@@ -81,6 +81,33 @@ def test_a_batch_of_one_two_and_three_images_gives_a_finite_loss(adapters: dict[
     assert torch.isfinite(loss)
 
 
+@pytest.mark.slow
+def test_encoding_ahead_in_worker_processes_gives_the_rows_of_the_lazy_path(adapters: dict[str, Any],
+                                                                             tmp_path: Path) -> None:
+    import torch
+
+    from medmim_eval.training_recipes.encoding import EncodedDataset
+
+    adapter = adapters["llava"]
+    examples = [e for path in synth_train(tmp_path / "synth", n_closed=5, n_open=2).values() for e in read_file(path)]
+    encoder = ExampleEncoder(adapter.processor, adapter.format, "llava")
+    lazy = EncodedDataset(examples, encoder)
+    ahead = EncodedDataset(examples, encoder, cache=True)
+    ahead[3]  # one already cached: encode_all leaves it and encodes the others
+    ahead.encode_all(workers=2, chunk=5)
+    assert len(ahead._cache) == len(examples) == 28
+    for index in range(len(examples)):
+        want, got = lazy[index], ahead[index]
+        assert sorted(want) == sorted(got)
+        for key in want:
+            assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), (index, key)
+    # A bad item raised in a worker process reaches the caller as its DataError, naming the item.
+    strict = EncodedDataset(examples, ExampleEncoder(adapter.processor, adapter.format, "llava", max_length=20),
+                            cache=True)
+    with pytest.raises(DataError, match=r"synth-.*: \d+ tokens, more than max_length=20"):
+        strict.encode_all(workers=2)
+
+
 def test_ablations_change_the_data_as_documented(tmp_path: Path) -> None:
     files = synth_train(tmp_path / "synth", n_closed=8, n_open=4)
     # Named and tagged as dataset_builders/composed.py writes it.

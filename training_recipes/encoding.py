@@ -44,6 +44,11 @@ class ExampleEncoder:
         self.tokenizer = processor.tokenizer
         self.max_length = max_length
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To a worker process (EncodedDataset.encode_all): the prompt format travels by its name, as its
+        # image placeholder is a function.
+        return (_encoder_from, (self.processor, self.fmt.name, self.family, self.max_length))
+
     def encode_prompt(self, text: str, images: list[Any]) -> Any:
         """The processor output for one prompt (what evaluation feeds the model before generating)."""
         special = not self.fmt.bos_in_text
@@ -87,6 +92,12 @@ class ExampleEncoder:
             if key in prompt:
                 out[key] = prompt[key] if self.family == "llava" else prompt[key][0]
         return out
+
+
+def _encoder_from(processor: Any, format_name: str, family: str, max_length: int) -> ExampleEncoder:
+    from medmim_eval.prompt_formats import get_format
+
+    return ExampleEncoder(processor, get_format(format_name), family, max_length)
 
 
 class Collator:
@@ -164,3 +175,46 @@ class EncodedDataset:
         if index not in self._cache:
             self._cache[index] = self.encoder(self.examples[index])
         return self._cache[index]
+
+    def encode_all(self, workers: int, chunk: int = 96) -> None:
+        """Encode every example not yet cached, now, in ``workers`` processes (``cache=True`` only).
+
+        Encoding is Python and image work the model's threads do not share; done lazily it stalls
+        every step of the first epoch. Here the examples go to ``workers`` spawned processes in
+        chunks (each holds a copy of the encoder), and the rows come back as NumPy arrays (plain
+        pickles: no shared-memory handle per tensor) that become tensors again without a copy. The
+        rows are the ones the lazy path gives. A bad example raises its ``DataError`` here, before
+        the first step."""
+        if self._cache is None:
+            raise ValueError("encode_all needs cache=True")
+        todo = [i for i in range(len(self.examples)) if i not in self._cache]
+        if not todo:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch
+
+        chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+        # spawn: the trainer's process holds torch threads a forked child would inherit half-locked.
+        with ProcessPoolExecutor(max(1, min(workers, len(chunks))), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker, initargs=(self.encoder,)) as pool:
+            for indexes, rows in zip(chunks, pool.map(_encode_chunk, [[self.examples[i] for i in c] for c in chunks])):
+                for index, row in zip(indexes, rows):
+                    self._cache[index] = {key: torch.from_numpy(value) for key, value in row.items()}
+
+
+_WORKER_ENCODER: ExampleEncoder | None = None
+
+
+def _start_worker(encoder: ExampleEncoder) -> None:
+    global _WORKER_ENCODER
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_ENCODER = encoder
+
+
+def _encode_chunk(examples: list[TrainExample]) -> list[dict[str, Any]]:
+    assert _WORKER_ENCODER is not None
+    return [{key: value.numpy() for key, value in _WORKER_ENCODER(example).items()} for example in examples]

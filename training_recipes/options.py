@@ -50,6 +50,8 @@ HELP: dict[str, str] = {
     "threads": "torch CPU threads per process; 0 = torch's default (all cores)",
     "cache_encoded": "keep each encoded example (token ids, pixel tensors) in memory after its first epoch; "
                      "for small data sets, where re-reading the images each epoch costs more than the model",
+    "encode_workers": "with cache_encoded and one training process: encode every example before the first step "
+                      "in this many processes (0 or 1: each example when the first epoch reaches it)",
     "max_length": "refuse (with the item named) any sample longer than this many tokens; 0 = the model's limit",
     "drop_ability": "ablation: leave out one ability (temporal, reasoning, comparison, co-reference)",
     "fraction": "ablation: keep this share of the data (0.25, 0.5, 0.75, 1.0), drawn with the seed",
@@ -87,6 +89,7 @@ class TrainConfig:
     logging_steps: int = 10
     threads: int = 0
     cache_encoded: bool = False
+    encode_workers: int = 0
     max_length: int = 0
     drop_ability: str = ""
     fraction: float = 1.0
@@ -138,6 +141,8 @@ def _check(c: TrainConfig) -> None:
     for name in ("batch_size", "grad_accum", "save_steps", "save_limit", "logging_steps", "lora_r"):
         if getattr(c, name) < 1:
             problems.append(f"{name} must be a positive integer")
+    if c.encode_workers < 0:
+        problems.append("encode_workers must be 0 or more")
     if c.warmup < 0 or (c.warmup >= 1 and c.warmup != int(c.warmup)):
         problems.append("warmup is a whole number of steps (>= 1) or a fraction (< 1)")
     if c.schedule not in SCHEDULES:

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,8 @@ def plan_of(request: TrainRequest, family: str, prompt_format: str, config: Trai
             base: Path) -> dict[str, Any]:
     """What must match for a folder's checkpoints to be resumed."""
     cfg = config.to_dict()
-    for volatile in ("save_steps", "save_limit", "keep_checkpoints", "logging_steps", "threads", "cache_encoded"):
+    for volatile in ("save_steps", "save_limit", "keep_checkpoints", "logging_steps", "threads", "cache_encoded",
+                     "encode_workers"):
         cfg.pop(volatile)
     return {"recipe": request.recipe, "recipe_version": request.recipe_version, "family": family,
             "prompt_format": prompt_format, "hyperparameters": cfg, "base": str(base.resolve()),
@@ -219,6 +221,8 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
     say(f"{request.recipe}: {len(dataset)} items from {len(data.files)} file(s), {processes} process(es), "
         f"{per_epoch} optimiser steps per epoch, {total} in all"
         + (f"; resuming from {resume}" if resume else ""))
+    if config.cache_encoded and config.encode_workers > 1 and processes == 1:
+        encode_ahead(request.recipe, dataset, config.encode_workers)
     trainer = MedmimTrainer(model=model, args=training_arguments(output, config), train_dataset=dataset,
                             data_collator=Collator(pad_id, family),
                             callbacks=[TrainingProgress(request.recipe, request.progress, request.rich)])
@@ -245,6 +249,22 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
             "--tasks ...")
     trainer.accelerator.wait_for_everyone()
     return lineage
+
+
+def encode_ahead(recipe: str, dataset: Any, workers: int) -> None:
+    """Encode the whole (cached) data set in ``workers`` processes before the first step; where the
+    processes cannot run, say so and leave the encoding to the first epoch. A bad item stops here."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    clock = time.monotonic()
+    say(f"{recipe}: encoding {len(dataset)} items in {workers} processes")
+    try:
+        dataset.encode_all(workers)
+    except (BrokenProcessPool, OSError) as exc:
+        say(f"{recipe}: encoding in worker processes failed ({type(exc).__name__}: {exc}); "
+            "the first epoch encodes the rest as it reaches them")
+        return
+    say(f"{recipe}: encoded in {time.monotonic() - clock:.1f} s")
 
 
 def sft_llava(request: TrainRequest) -> dict[str, Any]:

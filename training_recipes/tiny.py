@@ -52,7 +52,7 @@ def tiny_defaults() -> dict[str, Any]:
     # the images each epoch cost as much as the model's step.
     defaults: dict[str, Any] = {"grad_accum": 1, "train_vision": True, "precision": "fp32", "warmup": 0,
                                 "logging_steps": 10, "save_steps": 250, "save_limit": 1, "threads": 2,
-                                "cache_encoded": True}
+                                "cache_encoded": True, "encode_workers": 2}
     for key, value in tiny_settings().items():
         name = _ALIASES.get(key, key)
         if name in known:
@@ -128,7 +128,8 @@ class TinyRecipe:
             if state.is_main_process:
                 base = tiny_base(data, config.seed)
             state.wait_for_everyone()
-            base = tiny_base(data, config.seed)  # built by the main process: a cache hit here
+            if base is None:
+                base = tiny_base(data, config.seed)  # built by the main process: a cache hit here
         full = TrainRequest(**{**request.__dict__, "data": data, "base": base})
         return run_sft(full, "llava", tiny_defaults(), PROMPT_FORMAT)
 
