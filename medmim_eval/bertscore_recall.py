@@ -18,7 +18,8 @@ from typing import Any, Sequence
 class BatchedRecall:
     """A loaded BERTScore model; :meth:`recall` scores pairs (0-1, like bert-score)."""
 
-    def __init__(self, model_type: str, num_layers: int | None, batch_size: int = 64, device: str | None = None) -> None:
+    def __init__(self, model_type: str, num_layers: int | None, batch_size: int | None = None,
+                 device: str | None = None) -> None:
         import torch
         from bert_score.utils import get_model, get_tokenizer, model2layers
 
@@ -27,7 +28,9 @@ class BatchedRecall:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = get_tokenizer(model_type, False)  # bert-score's default: the slow tokenizer
         self.model = get_model(model_type, layers, all_layers=False).to(self.device).eval()
-        self.batch_size = max(1, batch_size)
+        # None: 16 sentences per batch on a CPU (MiniLM, 600 answers on 2 idle cores: 4.4 s against
+        # 5.4 s with 64, the least padding wins), 64 on a GPU.
+        self.batch_size = max(1, batch_size or (16 if self.device == "cpu" else 64))
         self._special = {self.tokenizer.cls_token_id, self.tokenizer.sep_token_id}
         self._ids: dict[str, list[int]] = {}
         self._embedded: dict[str, Any] = {}  # sentence -> unit-length token embeddings, computed once

@@ -24,7 +24,7 @@ from medmim_eval.errors import MedmimError
 class WorkerRecall:
     """A BERTScore model loading in a child process; ``recall`` is BatchedRecall's."""
 
-    def __init__(self, model: str, layer: int | None, batch_size: int, references: Sequence[str] = ()) -> None:
+    def __init__(self, model: str, layer: int | None, batch_size: int | None, references: Sequence[str] = ()) -> None:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": os.environ.get("TRANSFORMERS_VERBOSITY", "error")}
         self._proc = subprocess.Popen([sys.executable, "-m", "medmim_eval.bertscore_worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8")

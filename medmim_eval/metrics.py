@@ -79,7 +79,7 @@ class OpenMetricsConfig:
     bertscore_layer: int | None = None
     bertscore_idf: bool = False
     bertscore_rescale: bool = False
-    bertscore_batch_size: int = 64
+    bertscore_batch_size: int | None = None  # None: BatchedRecall's choice (CPU 16, GPU 64); bert-score's own path 64
     bleu_tokenize: str = "13a"
     bleu_smooth: str = "exp"
     rouge_stemmer: bool = False
@@ -234,7 +234,7 @@ class OpenScorer:
                 return BatchedRecall(model, layer, batch_size=self.config.bertscore_batch_size)
             return bert_score.BERTScorer(
                 model_type=model, num_layers=layer, lang="en", idf=self.config.bertscore_idf,
-                rescale_with_baseline=self.config.bertscore_rescale, batch_size=self.config.bertscore_batch_size,
+                rescale_with_baseline=self.config.bertscore_rescale, batch_size=self.config.bertscore_batch_size or 64,
             )
         except Exception as exc:  # a model that cannot be loaded (offline, wrong path, no layer)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
