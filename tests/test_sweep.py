@@ -244,3 +244,29 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").is_dir() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+class _SlowPolls:
+    """The driver's ``time`` module with a poll interval long enough for a cell to start and end
+    between two polls."""
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(_seconds: float) -> None:
+        time.sleep(10.0)
+
+
+@pytest.mark.slow
+def test_a_cell_that_starts_and_ends_between_two_polls_is_reported_started_then_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmim_eval.sweep import driver
+
+    monkeypatch.setattr(driver, "time", _SlowPolls())
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("sweep", "-m", "random", "-t", "synth-temporal", *FAST, "-x", "local,cpus=1", "-o", str(sweep_dir))
+    assert result.returncode == 0, result.stderr
+    started = result.stderr.find("started: random · synth-temporal (1 CPU)")
+    done = result.stderr.find("done: random · synth-temporal")
+    assert 0 <= started < done, result.stderr

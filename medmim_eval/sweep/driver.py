@@ -188,6 +188,8 @@ class Sweep:
             for key in sorted(open_keys):
                 cell, handle = by_key[key], handles[key]
                 if handle.done():
+                    if cell.state == PENDING and self._started(cell):  # started and ended between two polls
+                        self._report_start(cell)
                     outcome = handle.outcome()
                     cell.seconds, cell.host = outcome.seconds or None, outcome.host or cell.host
                     if outcome.returncode == 0:
@@ -199,8 +201,7 @@ class Sweep:
                     open_keys.discard(key)
                     changed = finished = True
                 elif cell.state == PENDING and self._started(cell):
-                    cell.state = RUNNING
-                    self.view.cell_event(f"started: {cell.key} ({cell.resources.describe()}{self._where(cell)})")
+                    self._report_start(cell)
                     changed = True
             samples = sum(c.total if c.state in (DONE, SKIPPED) else c.samples_written() for c in cells)
             self.view.update(self._counts(cells), samples, force=finished)
@@ -208,6 +209,10 @@ class Sweep:
                 self._write_manifest_running(cells)
             if open_keys:
                 time.sleep(self.settings.poll_s)
+
+    def _report_start(self, cell: Cell) -> None:
+        cell.state = RUNNING
+        self.view.cell_event(f"started: {cell.key} ({cell.resources.describe()}{self._where(cell)})")
 
     def _where(self, cell: Cell) -> str:
         return f" on {cell.host}" if cell.host and cell.host != os.uname().nodename else ""
