@@ -187,9 +187,11 @@ class Sweep:
             changed = finished = False
             for key in sorted(open_keys):
                 cell, handle = by_key[key], handles[key]
+                if cell.state == PENDING and self._started(cell):  # also when it ended since the last poll
+                    cell.state = RUNNING
+                    self.view.cell_event(f"started: {cell.key} ({cell.resources.describe()}{self._where(cell)})")
+                    changed = True
                 if handle.done():
-                    if cell.state == PENDING and self._started(cell):  # started and ended between two polls
-                        self._report_start(cell)
                     outcome = handle.outcome()
                     cell.seconds, cell.host = outcome.seconds or None, outcome.host or cell.host
                     if outcome.returncode == 0:
@@ -200,19 +202,12 @@ class Sweep:
                         self._report_failure(cell)
                     open_keys.discard(key)
                     changed = finished = True
-                elif cell.state == PENDING and self._started(cell):
-                    self._report_start(cell)
-                    changed = True
             samples = sum(c.total if c.state in (DONE, SKIPPED) else c.samples_written() for c in cells)
             self.view.update(self._counts(cells), samples, force=finished)
             if changed:
                 self._write_manifest_running(cells)
             if open_keys:
                 time.sleep(self.settings.poll_s)
-
-    def _report_start(self, cell: Cell) -> None:
-        cell.state = RUNNING
-        self.view.cell_event(f"started: {cell.key} ({cell.resources.describe()}{self._where(cell)})")
 
     def _where(self, cell: Cell) -> str:
         return f" on {cell.host}" if cell.host and cell.host != os.uname().nodename else ""
