@@ -1,12 +1,13 @@
 """BERTScore in a child process, so that a served run's own process never imports torch.
 
 :class:`WorkerRecall` starts ``python -m medmim_eval.bertscore_worker`` and returns at once: the
-child imports torch and bert-score, loads the model and embeds the references it was given while
-the parent sends its requests; :meth:`WorkerRecall.recall` waits for it only when the answers are
-there. The child computes exactly what :class:`medmim_eval.bertscore_recall.BatchedRecall` computes
-in-process. Protocol, one JSON object per line: the parent's first line is ``{"model", "layer",
-"batch_size", "references"}``, answered by ``{"ready": true}`` or ``{"error": TEXT}``; each
-``{"candidates": [...], "references": [...]}`` is answered by ``{"recall": [0-1 floats]}`` or
+child loads the model (in numpy for a local BERT such as MiniLM on a CPU, see
+:mod:`medmim_eval.bertscore_numpy`, else through torch and bert-score) and embeds the references it
+was given while the parent sends its requests; :meth:`WorkerRecall.recall` waits for it only when
+the answers are there. The child computes what :class:`medmim_eval.bertscore_recall.BatchedRecall`
+computes in-process. Protocol, one JSON object per line: the parent's first line is ``{"model",
+"layer", "batch_size", "references"}``, answered by ``{"ready": true}`` or ``{"error": TEXT}``;
+each ``{"candidates": [...], "references": [...]}`` is answered by ``{"recall": [0-1 floats]}`` or
 ``{"error": TEXT}``. The child ends when its stdin closes.
 """
 from __future__ import annotations
@@ -26,6 +27,9 @@ class WorkerRecall:
 
     def __init__(self, model: str, layer: int | None, batch_size: int | None, references: Sequence[str] = ()) -> None:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": os.environ.get("TRANSFORMERS_VERBOSITY", "error")}
+        # numpy's BLAS threads spin between calls: a quarter of the cores (one on 2) leaves the rest to
+        # a model server on this machine, and wastes none spinning. A user's setting wins.
+        env.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 4)))
         self._proc = subprocess.Popen([sys.executable, "-m", "medmim_eval.bertscore_worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8")
         first = {"model": model, "layer": layer, "batch_size": batch_size, "references": list(dict.fromkeys(references))}
@@ -92,14 +96,24 @@ def _light_bert_score() -> None:
     sys.modules["bert_score"] = package
 
 
-def _serve() -> None:
+def _load(model: str, layer: int | None, batch_size: int | None) -> Any:
+    """The scorer: numpy for a local BERT on a CPU (no torch import: the model server keeps the
+    cores), else BatchedRecall through bert-score and torch."""
+    from medmim_eval.bertscore_numpy import numpy_recall_or_none
+
+    fast = numpy_recall_or_none(model, layer, batch_size)
+    if fast is not None:
+        return fast
     _light_bert_score()
     from transformers.utils import logging as transformers_logging
 
     from medmim_eval.bertscore_recall import BatchedRecall
 
     transformers_logging.disable_progress_bar()  # no "Loading weights" bar on the run's terminal
+    return BatchedRecall(model, layer, batch_size=batch_size)
 
+
+def _serve() -> None:
     def send(message: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(message) + "\n")
         sys.stdout.flush()
@@ -113,7 +127,7 @@ def _serve() -> None:
         return
     config = json.loads(line)
     try:
-        scorer = BatchedRecall(config["model"], config["layer"], batch_size=config["batch_size"])
+        scorer = _load(config["model"], config["layer"], config["batch_size"])
         scorer.embed(config["references"])  # while the parent still waits for answers
     except Exception as exc:
         send({"error": f"the BERTScore model '{config['model']}' cannot be loaded ({error(exc)})"})
