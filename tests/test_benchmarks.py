@@ -56,3 +56,7 @@ def test_quick_mode_runs_offline(script: str, request: pytest.FixtureRequest) ->
     assert marker in done.stdout, done.stdout[-3000:]
     assert not re.search(r"^(SKIP:|skipped:)", done.stdout + done.stderr, re.M), done.stdout
     assert _results() == before, "a --quick run wrote into benchmarks/results/"
+    if script == "bench_open_scoring.py":  # the harness's batched scores equal a scorer per pair's
+        assert "40 pairs" in done.stdout, done.stdout
+        line = next(x for x in done.stdout.splitlines() if x.startswith("largest difference"))
+        assert float(line.rsplit("BERTScore recall ", 1)[1].split()[0]) <= 1e-6, line

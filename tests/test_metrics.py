@@ -177,18 +177,3 @@ def test_rouge_l_equals_rouge_score_on_many_pairs() -> None:
             prediction, reference = rng.choice(texts), rng.choice(texts)
             assert ours(prediction, reference) == reference_scorer.score(reference, prediction)["rougeL"].recall
     assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4 and lcs_length([], list("AB")) == 0
-
-
-@pytest.mark.slow
-def test_the_open_scoring_benchmark_runs_in_quick_mode(shared_data: Path) -> None:
-    import subprocess
-    import sys
-
-    bench = Path(__file__).parent.parent / "benchmarks" / "bench_open_scoring.py"
-    result = subprocess.run([sys.executable, str(bench), "--quick", "--threads", "1", "--data-dir", str(shared_data)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert "scorer per pair / harness" in result.stdout and "40 pairs" in result.stdout
-    line = next(x for x in result.stdout.splitlines() if x.startswith("largest difference"))
-    recall_difference = float(line.rsplit("BERTScore recall ", 1)[1].split()[0])
-    assert recall_difference <= 1e-6

@@ -211,6 +211,25 @@ def test_a_few_steps_lower_the_loss_on_the_response(tmp_path: Path) -> None:
     assert record["hyperparameters"]["lr"] == 2e-3 and record["packages"]["transformers"]
 
 
+def test_a_run_encodes_ahead_only_when_it_reaches_enough_of_the_items(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from tiny_models import tiny_llava
+
+    from medmim_eval.training_recipes.sft import encodes_ahead
+
+    config = build_config({"batch_size": "16", "grad_accum": "1", "encode_workers": "2"})
+    assert encodes_ahead(5760, 2500, config)  # the demo: many epochs
+    assert encodes_ahead(5760, 180, config) and not encodes_ahead(5760, 179, config)  # half of the items, with 2
+    assert not encodes_ahead(5760, 2, config)  # a 2-step smoke run reaches 32 items
+    files = list(synth_train(tmp_path / "synth", n_closed=4, n_open=2).values())
+    request = TrainRequest(recipe="sft-llava", recipe_version="1", output=tmp_path / "out", data=files, base=tiny_llava(),
+                           overrides={"max_steps": "1", "batch_size": "2", "grad_accum": "1", "save_steps": "100",
+                                      "cache_encoded": "true", "encode_workers": "2"}, progress=False)
+    run_sft(request, "llava")
+    err = capfd.readouterr().err
+    assert "sft-llava: 1 steps reach 2 of " in err and "each is encoded when reached" in err
+    assert "processes" not in err.split("1 steps reach")[1] and lineage(tmp_path / "out")["steps"] == 1
+
+
 def test_steps_per_epoch_formula() -> None:
     assert steps_per_epoch(20, 2, 2, 2) == 3  # 10 batches, 5 per process, ceil(5 / 2)
     assert steps_per_epoch(24, 4, 1, 1) == 6 and steps_per_epoch(1, 8, 4, 8) == 1

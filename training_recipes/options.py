@@ -51,7 +51,8 @@ HELP: dict[str, str] = {
     "cache_encoded": "keep each encoded example (token ids, pixel tensors) in memory after its first epoch; "
                      "for small data sets, where re-reading the images each epoch costs more than the model",
     "encode_workers": "with cache_encoded and one training process: encode every example before the first step "
-                      "in this many processes (0 or 1: each example when the first epoch reaches it)",
+                      "in this many processes (0 or 1: each example when the first epoch reaches it; also when the "
+                      "run reaches fewer than 1/N of the examples, where encoding all of them would cost more)",
     "max_length": "refuse (with the item named) any sample longer than this many tokens; 0 = the model's limit",
     "drop_ability": "ablation: leave out one ability (temporal, reasoning, comparison, co-reference)",
     "fraction": "ablation: keep this share of the data (0.25, 0.5, 0.75, 1.0), drawn with the seed",

@@ -222,7 +222,11 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
         f"{per_epoch} optimiser steps per epoch, {total} in all"
         + (f"; resuming from {resume}" if resume else ""))
     if config.cache_encoded and config.encode_workers > 1 and processes == 1:
-        encode_ahead(request.recipe, dataset, config.encode_workers)
+        if encodes_ahead(len(dataset), total, config):
+            encode_ahead(request.recipe, dataset, config.encode_workers)
+        else:
+            say(f"{request.recipe}: {total} steps reach {total * config.batch_size * config.grad_accum} of "
+                f"{len(dataset)} items: each is encoded when reached")
     trainer = MedmimTrainer(model=model, args=training_arguments(output, config), train_dataset=dataset,
                             data_collator=Collator(pad_id, family),
                             callbacks=[TrainingProgress(request.recipe, request.progress, request.rich)])
@@ -249,6 +253,14 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
             "--tasks ...")
     trainer.accelerator.wait_for_everyone()
     return lineage
+
+
+def encodes_ahead(n_items: int, total_steps: int, config: Any) -> bool:
+    """Whether encoding all ``n_items`` in ``config.encode_workers`` processes before the first step
+    pays: not when the run reaches fewer than 1/workers of them (a smoke test, a benchmark), where
+    encoding only those, as they are reached, takes less time."""
+    reached = min(n_items, total_steps * config.batch_size * config.grad_accum)
+    return reached * config.encode_workers >= n_items
 
 
 def encode_ahead(recipe: str, dataset: Any, workers: int) -> None:
