@@ -29,6 +29,10 @@ SCRIPTS = {
     "bench_backends.py": (False, True, "| pair | task | kind |"),
 }
 NEEDS_MODULE = {"bench_sweep.py": "ray"}  # skipped with the reason where the module is not installed
+# Run elsewhere, beside a resource that test shares: the throughput benchmark attaches (--base-url) to
+# the vLLM server of tests/test_vllm_integration.py::TestAttachedServer instead of starting its own.
+RUN_ELSEWHERE = {"bench_vllm_throughput.py": "test_vllm_integration.py::TestAttachedServer::"
+                                             "test_the_throughput_benchmark_runs_against_it"}
 
 
 def test_every_script_is_listed() -> None:
@@ -39,19 +43,32 @@ def _results() -> dict[str, float]:
     return {p.name: p.stat().st_mtime for p in (BENCH / "results").iterdir()}
 
 
+def test_scripts_run_elsewhere_are_run_there() -> None:
+    for script, where in RUN_ELSEWHERE.items():
+        path, *names = where.split("::")
+        assert script in SCRIPTS and f"def {names[-1]}(" in (ROOT / "tests" / path).read_text()
+        assert f'check_quick_run("{script}"' in (ROOT / "tests" / path).read_text()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(SCRIPTS))
+@pytest.mark.parametrize("script", sorted(set(SCRIPTS) - set(RUN_ELSEWHERE)))
 def test_quick_mode_runs_offline(script: str, request: pytest.FixtureRequest) -> None:
-    needs_data, needs_vllm, marker = SCRIPTS[script]
-    args = [sys.executable, str(BENCH / script), "--quick"]
-    if needs_data:
-        args += ["--data-dir", str(request.getfixturevalue("shared_data"))]
+    needs_data, needs_vllm, _ = SCRIPTS[script]
+    extra = ["--data-dir", str(request.getfixturevalue("shared_data"))] if needs_data else []
     if script in NEEDS_MODULE:
         pytest.importorskip(NEEDS_MODULE[script], reason=f"{script} times the {NEEDS_MODULE[script]} executor")
     if needs_vllm and not VLLM_TOOL.is_file():
         pytest.skip(f"{VLLM_TOOL} is absent (the vLLM CPU engine)")
+    check_quick_run(script, extra)
+
+
+def check_quick_run(script: str, extra: list[str]) -> None:
+    """Run ``script --quick EXTRA``: it succeeds, prints its table or ratio, skips nothing and writes
+    nothing into benchmarks/results/."""
+    marker = SCRIPTS[script][2]
     before = _results()
-    done = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ), cwd=ROOT, timeout=1500)
+    done = subprocess.run([sys.executable, str(BENCH / script), "--quick", *extra], capture_output=True, text=True,
+                          env=dict(os.environ), cwd=ROOT, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     assert marker in done.stdout, done.stdout[-3000:]
     assert not re.search(r"^(SKIP:|skipped:)", done.stdout + done.stderr, re.M), done.stdout

