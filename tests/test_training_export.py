@@ -113,6 +113,7 @@ def test_the_output_runs_in_the_vllm_cpu_engine(trained: Path, data: list[Path],
     keys = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_NO_USAGE_STATS",
             "DO_NOT_TRACK", "VLLM_CACHE_ROOT", "TMPDIR")
     engine_env = " ".join(f"{k}={shlex.quote(probe['env'][k])}" for k in keys if k in probe["env"])
+    engine_env += " VLLM_ENABLE_V1_MULTIPROCESSING=0"  # the engine core in the worker's process: a faster start
     run = tmp_path / "run"
     spec = f"vllm-offline:{trained},enforce_eager=1,max_model_len=1024,chat_template=mantis_llama3,label=trained"
     result = run_cli("run", "--models", spec, "--tasks", str(data[0]), "--max-new-tokens", "4", "--output", str(run),
