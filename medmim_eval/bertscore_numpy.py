@@ -107,6 +107,15 @@ class NumpyBert:
         for name in [k for k in self.w if k.startswith("encoder.layer.") and k.endswith(".weight") and self.w[k].ndim == 2]:
             self.w[name] = np.ascontiguousarray(self.w[name].T)  # (in, out): one BLAS call per linear layer
         self.num_layers = num_layers
+        needed = [f"embeddings.{n}" for n in ("word_embeddings.weight", "position_embeddings.weight",
+                                               "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias")]
+        for i in range(num_layers):
+            needed += [f"encoder.layer.{i}.{part}.{kind}" for kind in ("weight", "bias") for part in (
+                "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")]
+        missing = [n for n in needed if n not in self.w]
+        if missing:
+            raise KeyError(f"{folder / 'model.safetensors'} has no {missing[0]} (and {len(missing) - 1} more)")
 
         tokenizer_config: dict[str, Any] = {}
         if (folder / "tokenizer_config.json").is_file():
@@ -231,4 +240,7 @@ def numpy_recall_or_none(model: str, num_layers: int | None, batch_size: int | N
     for a folder), no GPU. None otherwise: the caller loads bert-score and torch."""
     if num_layers is None or gpu_visible() or numpy_model_reason(model) is not None:
         return None
-    return NumpyRecall(model, num_layers, batch_size)
+    try:
+        return NumpyRecall(model, num_layers, batch_size)
+    except (KeyError, ValueError, OSError):  # weights named otherwise (old checkpoints), a tokenizer without
+        return None                          # [CLS]/[SEP]/[PAD], a bad layer: bert-score loads it or says why

@@ -126,6 +126,21 @@ def test_other_models_go_through_bert_score(tmp_path: Path) -> None:
     (roberta / "tokenizer.json").unlink()
     assert "tokenizer.json" in numpy_model_reason(str(roberta))
     assert numpy_recall_or_none(_minilm(), None, None) is None  # bert-score needs a layer for a folder: its error
+    assert numpy_recall_or_none(_minilm(), 7, None) is None  # MiniLM has 6 layers: bert-score names the range
+
+
+def test_a_bert_folder_numpy_cannot_read_goes_through_bert_score(tmp_path: Path) -> None:
+    """Old checkpoints name LayerNorm weights gamma/beta: no numpy scorer, and no crash."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "old-bert"
+    shutil.copytree(_minilm(), folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in weights.items()}
+    save_file(renamed, str(folder / "model.safetensors"))
+    assert numpy_model_reason(str(folder)) is None  # it looks like one
+    assert numpy_recall_or_none(str(folder), 6, None) is None
 
 
 def test_the_worker_loads_minilm_without_torch() -> None:
