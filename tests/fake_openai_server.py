@@ -14,7 +14,8 @@ Faults are asked for per prompt by a marker in its text, ``[[fault=KIND*N]]`` or
 ``[[fault=KIND*N retry_after=S]]``: the first N attempts of that prompt get the fault, later ones
 a normal answer (attempts are counted for the server's life, across runs). Kinds: ``429``
 (``Retry-After: S``), ``429date`` (``Retry-After`` as an HTTP date at least S seconds ahead),
-``500``, ``503``, ``400``, ``401`` (echoes the bearer token in its message, as some servers do),
+``quota`` (429 ``insufficient_quota``, no ``Retry-After``), ``500``, ``503``, ``400``, ``401``
+(echoes the bearer token in its message, as some servers do),
 ``hang`` (no answer until the client gives up), ``drop`` (connection closed without a response),
 ``malformed`` (200 with a body that is not JSON), ``html`` (200, text/html), ``nochoices``
 (200 with ``"choices": []``).
@@ -218,6 +219,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "429":
             return self._json(429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
                               headers={"Retry-After": f"{seconds:g}"})
+        if kind == "quota":  # what api.openai.com sends when the account has run out of credit
+            return self._json(429, {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+                                              "code": "insufficient_quota"}})
         if kind == "429date":
             retry_at = math.ceil(time.time() + seconds)
             record["retry_at"] = retry_at

@@ -5,8 +5,9 @@ short: text and image parts go in prompt order, images as data URLs (original by
 need no change, see :mod:`medmim_eval.adapters.openai.image_payload`); requests are spread over
 replicas (least outstanding requests, ties round-robin) with a window per endpoint that halves
 on overload; 429/5xx/timeouts/dropped connections and answers that are not JSON (cut off by a
-proxy or a restarting server) are retried with backoff honouring ``Retry-After``; the ``openai``
-client's own retries are off. A successful answer records how many requests it took
+proxy or a restarting server) are retried with backoff honouring ``Retry-After``. Requests go
+through :mod:`medmim_eval.adapters.openai.http_client` (``httpx``, the client the ``openai`` SDK is
+built on; the SDK itself is not imported). A successful answer records how many requests it took
 (``PromptRecord.attempts``).
 """
 from __future__ import annotations
@@ -25,13 +26,14 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Mapping, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
+from medmim_eval.adapters.openai.http_client import ChatHTTPClient, NotJSON, StatusError, httpx_module
 from medmim_eval.adapters.openai.image_payload import ImagePayloadCache
 from medmim_eval.adapters.openai.plugin import (INSTALL_HINT, OPENAI_HOST, ChatOptions, api_key_env, base_urls,
                                                 check_openai, host_of, is_local_url)
 from medmim_eval.errors import MedmimError, MissingBackendError, TooManyImagesError
 from medmim_eval.schema import PromptRecord, Sample, TextPart, content_hash
 
-PLACEHOLDER_KEY = "no-key-given"  # the openai client refuses an empty key; key-less servers ignore it
+PLACEHOLDER_KEY = "no-key-given"  # sent when no key is given: key-less servers ignore it
 # OpenAI list prices, USD per 1M tokens (input, output), as of PRICE_TABLE_DATE. An estimate: cached
 # input and batch discounts are ignored. Longest matching prefix of the model name wins.
 PRICE_TABLE_DATE = "2025-01"
@@ -70,10 +72,6 @@ class RequestRejected(ChatRequestError):
 class MalformedResponse(ChatRequestError):
     """A 2xx answer that is no chat completion: not JSON at all (retried), or JSON without
     ``choices[0].message`` (not retried: the server will say the same again)."""
-
-
-class _NotJSON(ValueError):
-    """A 2xx body that did not decode as JSON (the client handed back its text)."""
 
 
 SHARD_SLOTS = 16  # request slots per HTTP connection pool: httpcore scans its whole pool on every request
@@ -178,34 +176,25 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 def classify(exc: BaseException) -> _Failure:
     """What a failed attempt means: the error to report, and whether and how to retry."""
-    import openai
+    httpx = httpx_module()
 
     if isinstance(exc, ChatRequestError):
         return _Failure(type(exc), str(exc), False)
-    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+    if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
         return _Failure(RequestTimeout, "no answer within the timeout", True)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__
-        detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
-        return _Failure(ConnectionFailed, f"connection failed ({detail})", True)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retry_after = retry_after_seconds(exc.response.headers)
-        body = exc.body.get("message") if isinstance(exc.body, dict) else None
-        detail = f"HTTP {status}: {str(body or exc.message)[:300]}"
+    if isinstance(exc, httpx.TransportError):  # refused, reset, closed without an answer
+        return _Failure(ConnectionFailed, f"connection failed ({type(exc).__name__}: {exc})", True)
+    if isinstance(exc, StatusError):
+        status = exc.status
+        retry_after = retry_after_seconds(exc.headers)
         if status == 429:
-            quota = getattr(exc, "code", None) == "insufficient_quota"
-            return _Failure(RateLimited, detail, not quota, overload=True, retry_after=retry_after)
+            return _Failure(RateLimited, str(exc), exc.code != "insufficient_quota", overload=True, retry_after=retry_after)
         if status >= 500 or status in (408, 409):
             kind = RequestTimeout if status == 408 else ServerError
-            return _Failure(kind, detail, True, overload=status == 503, retry_after=retry_after)
-        return _Failure(RequestRejected, detail, False)
-    if isinstance(exc, _NotJSON):
+            return _Failure(kind, str(exc), True, overload=status == 503, retry_after=retry_after)
+        return _Failure(RequestRejected, str(exc), False)
+    if isinstance(exc, NotJSON):  # a proxy page, or a body cut off by a proxy or a restarting server
         return _Failure(MalformedResponse, str(exc), True)
-    if isinstance(exc, ValueError):  # a body cut off mid-JSON: what a proxy or a restarting server sends
-        return _Failure(MalformedResponse, f"the answer is not valid JSON ({type(exc).__name__})", True)
-    if isinstance(exc, openai.APIResponseValidationError):
-        return _Failure(MalformedResponse, f"the answer does not validate ({exc.message})", False)
     return _Failure(ChatRequestError, f"{type(exc).__name__}: {exc}", False)
 
 
@@ -267,14 +256,14 @@ class OpenAIChatAdapter:
             (:func:`make_openai` rejects them), so a caller may pass its own options through.
 
     Raises:
-        MissingBackendError: openai is not installed.
+        MissingBackendError: neither httpx2 nor httpx is installed (``openai`` brings one).
         MedmimError: an invalid option value, or no key for api.openai.com.
     """
 
     def __init__(self, model_id: str, model: str, base_urls: list[str], *, api_key: str | None,
                  options: dict[str, str]) -> None:
         try:
-            import openai
+            httpx_module()
         except ImportError:
             raise MissingBackendError(INSTALL_HINT) from None
         self.model_id, self.model = model_id, model
@@ -290,7 +279,7 @@ class OpenAIChatAdapter:
                                          max_concurrency=self.options.concurrency * len(self.base_urls))
         self.server_info: dict[str, str] = {}
         shards = -(-self.options.concurrency // SHARD_SLOTS)
-        self.pool = EndpointPool([Endpoint(u, [self._client(openai, u) for _ in range(shards)], self.options.concurrency)
+        self.pool = EndpointPool([Endpoint(u, [self._client(u) for _ in range(shards)], self.options.concurrency)
                                   for u in self.base_urls])
         self.images = ImagePayloadCache(self.options.max_side, self.options.jpeg_quality)
         self.usage = {"prompt": 0, "completion": 0}
@@ -299,19 +288,11 @@ class OpenAIChatAdapter:
     def __repr__(self) -> str:  # the key stays out of reprs and logs
         return f"OpenAIChatAdapter({self.model_id!r}, model={self.model!r}, base_urls={self.base_urls!r})"
 
-    def _client(self, openai: Any, url: str) -> Any:
-        kwargs: dict[str, Any] = {"api_key": self._api_key, "base_url": url, "max_retries": 0,
-                                  "timeout": self.options.timeout}
-        slots = min(self.options.concurrency, SHARD_SLOTS)
-        try:  # keep-alive connections for every slot; a local server is never reached through a proxy
-            limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=self.options.concurrency + 8,
-                                                            max_keepalive_connections=slots + 8)
-            # Plain http needs no certificates: loading the CA store costs ~0.1 s of CPU per client.
-            tls = {} if url.lower().startswith("https://") else {"verify": False}
-            kwargs["http_client"] = openai.DefaultAsyncHttpxClient(limits=limits, trust_env=not is_local_url(url), **tls)
-        except (AttributeError, TypeError):
-            pass
-        return openai.AsyncOpenAI(**kwargs)
+    def _client(self, url: str) -> ChatHTTPClient:
+        # keep-alive connections for every slot; a local server is never reached through a proxy
+        return ChatHTTPClient(url, self._api_key, max_connections=self.options.concurrency + 8,
+                              max_keepalive=min(self.options.concurrency, SHARD_SLOTS) + 8,
+                              timeout=self.options.timeout, local=is_local_url(url))
 
     def attach(self, timeout: float = 5.0) -> None:
         """Record what the server says it serves (:func:`served_model_info`); see its errors."""
@@ -339,7 +320,7 @@ class OpenAIChatAdapter:
         self.images.close()
         for endpoint in self.pool.endpoints:
             for client in endpoint.clients:
-                await client.close()
+                await client.aclose()
 
     def redact(self, text: str) -> str:
         """``text`` without the key or anything shaped like an OpenAI key."""
@@ -357,26 +338,29 @@ class OpenAIChatAdapter:
                 return exc
             return (type(exc) if isinstance(exc, ChatRequestError) else ChatRequestError)(clean)
 
-    async def _content(self, sample: Sample) -> tuple[list[dict[str, Any]], PromptRecord]:
-        """The user message (text and images in prompt order) and the record of what it holds."""
+    async def _content(self, sample: Sample) -> tuple[list[str], PromptRecord]:
+        """The user message's parts (text and images in prompt order) as JSON text, and the record of
+        what it holds.
+
+        An image part is written around its data URL rather than through ``json.dumps``: a data URL
+        (``data:<mime>;base64,...``, built by :mod:`.image_payload`) holds nothing JSON escapes, and
+        scanning ~100 kB of base64 per image for escapes cost ~1 ms of CPU per request."""
         images = sample.prompt.images
         if len(images) > self.options.max_images:
             raise TooManyImagesError(len(images), self.options.max_images, self.model_id)
         encoded = iter(await asyncio.gather(*(self.images.get(p.path) for p in images)))
-        content: list[dict[str, Any]] = []
+        detail = f', "detail": {json.dumps(self.options.detail)}' if self.options.detail else ""
+        content: list[str] = []
         rendered: list[Any] = []
         sizes, notes = [], []
         for part in sample.prompt.parts:
             if isinstance(part, TextPart):
                 if part.text:
-                    content.append({"type": "text", "text": part.text})
+                    content.append(json.dumps({"type": "text", "text": part.text}))
                     rendered.append(part.text)
                 continue
             image = next(encoded)
-            url: dict[str, str] = {"url": image.data_url}
-            if self.options.detail:
-                url["detail"] = self.options.detail
-            content.append({"type": "image_url", "image_url": url})
+            content.append(f'{{"type": "image_url", "image_url": {{"url": "{image.data_url}"{detail}}}}}')
             rendered.append({"image": image.sha256, "mime": image.mime})
             sizes.append(image.size)
             if image.note:
@@ -388,17 +372,16 @@ class OpenAIChatAdapter:
     async def _complete(self, request: GenerationRequest) -> GenerationResult:
         content, record = await self._content(request.sample)
         settings = request.settings
-        body = {"model": self.model, "messages": [{"role": "user", "content": content}],
-                "max_tokens": settings.max_new_tokens, "temperature": settings.temperature, "seed": settings.seed}
+        head = json.dumps({"model": self.model, "max_tokens": settings.max_new_tokens,
+                           "temperature": settings.temperature, "seed": settings.seed})
+        # ASCII throughout: json.dumps escapes any other character, and a data URL has none.
+        body = f'{head[:-1]}, "messages": [{{"role": "user", "content": [{", ".join(content)}]}}]}}'.encode("ascii")
         attempt = 0
         while True:
             attempt += 1
             endpoint = await self.pool.acquire()
             try:
-                # The client's generic post (its documented way to call any route) sends the body as
-                # built and returns the decoded JSON: the typed chat.completions.create spends ~3 ms
-                # per request walking the base64 images to transform request params.
-                answer = await asyncio.wait_for(endpoint.next_client().post("/chat/completions", body=body, cast_to=object),
+                answer = await asyncio.wait_for(endpoint.next_client().post_json("chat/completions", body),
                                                 self.options.timeout)
                 result = self._result(answer, record.model_copy(update={"attempts": attempt}), endpoint)
             except Exception as exc:
@@ -428,11 +411,8 @@ class OpenAIChatAdapter:
         """The answer in one decoded chat-completion body.
 
         Raises:
-            _NotJSON: the client could not decode the body (it returns the text), e.g. an HTML page.
             MalformedResponse: JSON that is no chat completion.
         """
-        if isinstance(body, (str, bytes)):
-            raise _NotJSON("the answer is not JSON (an HTML or text page? wrong content type?)")
         if not isinstance(body, dict):
             raise MalformedResponse("the answer is JSON but not an object with choices[0].message")
         try:

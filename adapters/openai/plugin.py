@@ -34,7 +34,8 @@ Backoff: a 429 or 503 halves the endpoint's window of requests in flight (once p
 each success adds ``1/window`` back, up to ``concurrency``) and holds the endpoint back for the
 ``Retry-After`` (seconds, ``retry-after-ms`` or an HTTP date) or, without one, the backoff delay;
 any response with ``Retry-After`` holds its endpoint back likewise. Other retryable failures wait
-the backoff delay in the failing request only. The ``openai`` client's own retries are off.
+the backoff delay in the failing request only. Requests go out over ``httpx`` with no retries of
+its own (the ``openai`` SDK, which brings ``httpx``, is not imported).
 """
 from __future__ import annotations
 
