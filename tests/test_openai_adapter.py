@@ -94,6 +94,18 @@ def test_images_arrive_in_prompt_order_as_original_bytes_or_a_shrunk_jpeg(server
     assert request["settings"] == {"max_tokens": 256, "temperature": 0.0, "seed": 0}
 
 
+def test_text_arrives_exactly_and_detail_reaches_every_image(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """The body is written as JSON text around the data URLs: quotes, backslashes, non-ASCII and
+    control characters in the prompt must still arrive as they were."""
+    question = 'Is the \u201cleft\u201d lung "clear"? C:\\scan\tR\u00f6ntgen \u80ba \U0001F600'
+    task = _task(tmp_path, [question])
+    result = _run(f"openai:test-model,base_url={server.url},detail=low", task, tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    (request,) = server.chat_requests()
+    assert request["texts"][0] == f"{question}\nA: yes\nB: no\n"
+    assert request["detail"] == ["low", "low"] and request["order"] == ["image_url", "image_url", "text"]
+
+
 @pytest.mark.parametrize("mode", ["I;16", "F", "RGBA", "LA", "P", "1", "CMYK"])
 def test_unusual_modes_are_reencoded_only_when_they_must_be(mode: str, tmp_path: Path) -> None:
     import numpy as np
@@ -148,6 +160,64 @@ def test_each_image_is_encoded_once_and_again_when_the_file_changes(tmp_path: Pa
     encoded_first, digests = asyncio.run(fetch_many())
     assert encoded_first == 1  # twenty concurrent requests for one image share one encode
     assert len(digests) == 2  # the rewritten file was encoded anew
+
+
+def test_original_bytes_are_read_on_the_loop_and_only_reencodes_and_big_files_use_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from medmim_eval.adapters.openai import image_payload
+
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(tmp_path / "small.png")  # sent as it is
+    Image.effect_noise((900, 300), 60).convert("RGB").save(tmp_path / "wide.png")  # shrunk to 256
+    threads: dict[str, set[str]] = {"original_payload": set(), "encode_bytes": set()}
+    for name in threads:
+        real = getattr(image_payload, name)
+
+        def traced(*args: object, _real=real, _name=name, **kwargs: object) -> object:  # type: ignore[no-untyped-def]
+            threads[_name].add(threading.current_thread().name.split("_")[0])
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(image_payload, name, traced)
+
+    async def both() -> list[image_payload.EncodedImage]:
+        cache = ImagePayloadCache(max_side=256)
+        try:
+            return [await cache.get(str(tmp_path / n)) for n in ("small.png", "wide.png")]
+        finally:
+            cache.close()
+
+    inline = asyncio.run(both())
+    assert threads == {"original_payload": {"MainThread"}, "encode_bytes": {"medmim-image"}}
+    assert inline[0].sha256 == _sha(tmp_path / "small.png") and inline[1].size == (256, 85)
+    monkeypatch.setattr(image_payload, "INLINE_MAX_BYTES", 0)  # every file is "big": all in the pool
+    threads = {"original_payload": set(), "encode_bytes": set()}
+    pooled = asyncio.run(both())
+    assert threads == {"original_payload": {"medmim-image"}, "encode_bytes": {"medmim-image"}}
+    assert pooled == inline  # the same payloads either way
+
+
+def test_a_file_that_is_no_image_is_one_error_and_the_cache_goes_on(tmp_path: Path) -> None:
+    from medmim_eval.adapters.openai.image_payload import ImageUnreadable
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut off here")
+    Image.new("L", (8, 8), 40).save(tmp_path / "fine.png")
+
+    async def attempt() -> tuple[BaseException | None, str]:
+        cache = ImagePayloadCache()
+        try:
+            try:
+                await cache.get(str(tmp_path / "broken.png"))
+            except ImageUnreadable as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+            return error, (await cache.get(str(tmp_path / "fine.png"))).sha256
+        finally:
+            cache.close()
+
+    error, digest = asyncio.run(attempt())
+    assert error is not None and str(error).startswith(f"image {tmp_path / 'broken.png'} cannot be sent: UnidentifiedImageError")
+    assert digest == _sha(tmp_path / "fine.png")
 
 
 # --- faults, retries and resume ----------------------------------------------------------------
@@ -235,6 +305,33 @@ def test_json_without_the_chat_completion_fields_is_one_clear_error_not_retried(
                        f"the answer is not a chat completion with choices[0].message from {server.url} after 1 attempt(s)"}]
     assert [r.get("fault") for r in server.chat_requests()].count("nochoices") == 1  # asked once: it would say the same again
     assert len(server.chat_requests()) == 2
+
+
+def test_an_exhausted_quota_is_one_error_at_once_not_retried(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    task = _task(tmp_path, ["Fine?", "Broke? [[fault=quota*1]]"])
+    out = tmp_path / "run"
+    result = _run(f"openai:test-model,base_url={server.url},max_retries=3,backoff=0.05", task, out)
+    assert result.returncode == 2 and "1 sample(s) ended in errors" in result.stderr
+    errors = [r["error"] for r in _records(out) if r["error"]]
+    assert errors == [{"type": "RateLimited", "attempts": 1, "message":
+                       f"HTTP 429: You exceeded your current quota from {server.url} after 1 attempt(s)"}]
+    assert [r.get("fault") for r in server.chat_requests()].count("quota") == 1  # a retry cannot add credit
+
+
+def test_a_served_run_needs_httpx_not_the_openai_sdk(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """The SDK costs ~0.3 s of import and ~0.4 ms of CPU per request, for nothing the adapter uses."""
+    site = tmp_path / "site"
+    (site / "openai").mkdir(parents=True)
+    (site / "openai" / "__init__.py").write_text("raise ImportError('the openai SDK must not be imported by a run')\n")
+    task = _task(tmp_path, ["Fine?", "Again? [[fault=500*1]]"])
+    out = tmp_path / "run"
+    result = run_cli("run", "--models", f"openai:test-model,base_url={server.url},backoff=0.05", "--tasks", str(task),
+                     "--output", str(out), "--no-cache", "--quiet", pythonpath=[site], subprocess_=True)
+    assert result.returncode == 0, result.stderr
+    records = _records(out)
+    assert len(records) == 2 and all(r["correct"] and not r["error"] for r in records)
+    assert sorted(r["sent"]["attempts"] for r in records) == [1, 2]
+    assert "must not be imported" not in result.stderr
 
 
 def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(server: FakeOpenAIServer, tmp_path: Path) -> None:
