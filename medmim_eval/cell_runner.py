@@ -44,6 +44,18 @@ class CellContext:
     adapter_name: str = ""
 
 
+@dataclass
+class _Answered:
+    """A batch answered and not yet recorded."""
+
+    batch: list[Sample]
+    outputs: dict[str, "GenerationResult | BaseException"]
+    from_cache: set[str]
+    keys: dict[str, str]
+    latency: float
+    use_cache: bool
+
+
 class CellRunner:
     """Evaluates one model on one task's pending samples."""
 
@@ -64,8 +76,24 @@ class CellRunner:
             queue.put_nowait(batch)
 
         async def worker() -> None:
-            while not queue.empty():
-                await self._run_batch(queue.get_nowait())
+            answered: _Answered | None = None
+            try:
+                while not queue.empty():
+                    upcoming = asyncio.ensure_future(self._answer_batch(queue.get_nowait()))
+                    try:
+                        if answered is not None:
+                            done, answered = answered, None
+                            try:  # the next request goes out before this answer is scored and written:
+                                await asyncio.sleep(0)  # a server answering many at once is not left idle
+                            finally:
+                                self._record_batch(done)  # even when cancelled: an answer received is kept
+                        answered = await upcoming
+                    except BaseException:
+                        upcoming.cancel()
+                        raise
+            finally:
+                if answered is not None:
+                    self._record_batch(answered)
 
         running = [asyncio.ensure_future(worker()) for _ in range(min(workers, len(batches)) or 1)]
         try:
@@ -76,7 +104,8 @@ class CellRunner:
             await asyncio.gather(*running, return_exceptions=True)
             raise
 
-    async def _run_batch(self, batch: list[Sample]) -> None:
+    async def _answer_batch(self, batch: list[Sample]) -> "_Answered":
+        """The batch's outcomes: refused (too many or too few images), from the cache, or generated."""
         ctx = self.context
         settings = ctx.settings
         outputs: dict[str, GenerationResult | BaseException] = {}
@@ -115,6 +144,13 @@ class CellRunner:
             for sample, result in zip(misses, results):
                 outputs[sample.key] = result
         latency = (time.perf_counter() - started) / max(1, len(misses))
+        return _Answered(batch, outputs, from_cache, keys, latency, use_cache)
+
+    def _record_batch(self, answered: "_Answered") -> None:
+        """One record per sample of the batch, the cache filled, the counters and display advanced."""
+        ctx = self.context
+        batch, outputs, from_cache, keys, latency, use_cache = (answered.batch, answered.outputs, answered.from_cache,
+                                                                answered.keys, answered.latency, answered.use_cache)
         errors = flagged = 0
         for sample in batch:
             result = outputs[sample.key]
