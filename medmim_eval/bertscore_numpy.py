@@ -80,6 +80,39 @@ def _gelu_inplace(x: np.ndarray) -> None:
         chunk *= ac
 
 
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a ``.safetensors`` file as a read-only array over a memory map: nothing is
+    copied, and only the pages a forward pass touches are read (a few rows of the word embeddings).
+
+    The format: an 8-byte little-endian header length, a JSON header mapping each name to its
+    ``dtype``, ``shape`` and ``data_offsets`` (relative to the end of the header), then the data.
+
+    Raises:
+        ValueError: not a safetensors file, or a dtype numpy has no type for (BF16).
+    """
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    if mapped.size < 8:
+        raise ValueError(f"{path} is not a safetensors file")
+    length = int(mapped[:8].view("<u8")[0])
+    if not 2 <= length <= mapped.size - 8:
+        raise ValueError(f"{path} is not a safetensors file (header length {length})")
+    header = json.loads(bytes(mapped[8:8 + length]))
+    start = 8 + length
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(f"{path}: {name} is {info['dtype']}, which numpy cannot read")
+        begin, end = (start + int(o) for o in info["data_offsets"])
+        tensors[name] = mapped[begin:end].view(np.dtype(dtype).newbyteorder("<")).reshape(info["shape"])
+    return tensors
+
+
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
@@ -91,7 +124,6 @@ class NumpyBert:
     """The first ``num_layers`` encoder layers of a local BERT model, in float32 numpy."""
 
     def __init__(self, folder: str | Path, num_layers: int) -> None:
-        from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         folder = Path(folder).expanduser()
@@ -101,11 +133,9 @@ class NumpyBert:
             raise ValueError(f"num_layers should be between 0 and {total} for {folder}")
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config.get("layer_norm_eps", 1e-12))
-        weights = load_file(str(folder / "model.safetensors"))
+        weights = read_safetensors(folder / "model.safetensors")
         prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
         self.w = {k[len(prefix):]: v.astype(np.float32, copy=False) for k, v in weights.items() if k.startswith(prefix)}
-        for name in [k for k in self.w if k.startswith("encoder.layer.") and k.endswith(".weight") and self.w[k].ndim == 2]:
-            self.w[name] = np.ascontiguousarray(self.w[name].T)  # (in, out): one BLAS call per linear layer
         self.num_layers = num_layers
         needed = [f"embeddings.{n}" for n in ("word_embeddings.weight", "position_embeddings.weight",
                                                "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias")]
@@ -150,7 +180,7 @@ class NumpyBert:
         masked = np.where(mask[:, None, None, :] > 0, np.float32(0.0), np.finfo(np.float32).min)
 
         def linear(h: np.ndarray, name: str) -> np.ndarray:
-            out = h.reshape(-1, h.shape[-1]) @ w[f"{name}.weight"]
+            out = h.reshape(-1, h.shape[-1]) @ w[f"{name}.weight"].T  # (out, in) as stored: BLAS reads it transposed
             out += w[f"{name}.bias"]
             return out.reshape(*h.shape[:-1], out.shape[-1])
 
@@ -179,11 +209,21 @@ class NumpyRecall:
     """BatchedRecall's interface and numbers, with :class:`NumpyBert` instead of torch."""
 
     def __init__(self, model: str, num_layers: int, batch_size: int | None = None) -> None:
+        self.folder = Path(model).expanduser()
         self.bert = NumpyBert(model, num_layers)
         self.batch_size = max(1, batch_size or 16)
         self._special = {self.bert.cls_id, self.bert.sep_id}
         self._ids: dict[str, list[int]] = {}
         self._embedded: dict[str, np.ndarray] = {}
+
+    @property
+    def width(self) -> int:
+        """The length of each token embedding (the model's hidden size)."""
+        return int(self.bert.w["embeddings.word_embeddings.weight"].shape[1])
+
+    def remember(self, embedded: dict[str, np.ndarray]) -> None:
+        """Take embeddings computed earlier by this model at this layer (a cache) as if embedded now."""
+        self._embedded.update(embedded)
 
     def token_ids(self, sentence: str) -> list[int]:
         ids = self._ids.get(sentence)

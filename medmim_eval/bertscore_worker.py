@@ -5,8 +5,10 @@ child loads the model (in numpy for a local BERT such as MiniLM on a CPU, see
 :mod:`medmim_eval.bertscore_numpy`, else through torch and bert-score) and embeds the references it
 was given while the parent sends its requests; :meth:`WorkerRecall.recall` waits for it only when
 the answers are there. The child computes what :class:`medmim_eval.bertscore_recall.BatchedRecall`
-computes in-process. Protocol, one JSON object per line: the parent's first line is ``{"model",
-"layer", "batch_size", "references"}``, answered by ``{"ready": true}`` or ``{"error": TEXT}``;
+computes in-process. With a cache folder and the numpy scorer, the references' embeddings are read
+from (or written to) :mod:`medmim_eval.bertscore_cache`. Protocol, one JSON object per line: the
+parent's first line is ``{"model", "layer", "batch_size", "references", "cache"}`` (``cache``: a
+folder or null), answered by ``{"ready": true}`` or ``{"error": TEXT}``;
 each ``{"candidates": [...], "references": [...]}`` is answered by ``{"recall": [0-1 floats]}`` or
 ``{"error": TEXT}``. The child ends when its stdin closes.
 """
@@ -25,14 +27,16 @@ from medmim_eval.errors import MedmimError
 class WorkerRecall:
     """A BERTScore model loading in a child process; ``recall`` is BatchedRecall's."""
 
-    def __init__(self, model: str, layer: int | None, batch_size: int | None, references: Sequence[str] = ()) -> None:
+    def __init__(self, model: str, layer: int | None, batch_size: int | None, references: Sequence[str] = (),
+                 cache_dir: str | None = None) -> None:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": os.environ.get("TRANSFORMERS_VERBOSITY", "error")}
         # numpy's BLAS threads spin between calls: a quarter of the cores (one on 2) leaves the rest to
         # a model server on this machine, and wastes none spinning. A user's setting wins.
         env.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 4)))
         self._proc = subprocess.Popen([sys.executable, "-m", "medmim_eval.bertscore_worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8")
-        first = {"model": model, "layer": layer, "batch_size": batch_size, "references": list(dict.fromkeys(references))}
+        first = {"model": model, "layer": layer, "batch_size": batch_size, "references": list(dict.fromkeys(references)),
+                 "cache": cache_dir}
         # A long first line would block on a full pipe while the child imports torch: write it from a thread.
         self._writer = threading.Thread(target=self._write, args=(first,), daemon=True)
         self._writer.start()
@@ -113,6 +117,25 @@ def _load(model: str, layer: int | None, batch_size: int | None) -> Any:
     return BatchedRecall(model, layer, batch_size=batch_size)
 
 
+def _embed_references(scorer: Any, references: list[str], cache: str | None) -> None:
+    """Embed ``references`` now, through the on-disk store when the scorer is the numpy one."""
+    from medmim_eval.bertscore_numpy import NumpyRecall
+
+    if not cache or not references or not isinstance(scorer, NumpyRecall):
+        scorer.embed(references)
+        return
+    from medmim_eval.bertscore_cache import ReferenceEmbeddings, store_key
+
+    store = ReferenceEmbeddings(cache)
+    key = store_key(scorer.folder, scorer.bert.num_layers, references)
+    found = store.load(key, references, scorer.width)
+    if found is not None:
+        scorer.remember(found)
+        return
+    embedded = scorer.embed(references)
+    store.save(key, {r: embedded[r] for r in set(references)})
+
+
 def _serve() -> None:
     def send(message: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(message) + "\n")
@@ -128,7 +151,7 @@ def _serve() -> None:
     config = json.loads(line)
     try:
         scorer = _load(config["model"], config["layer"], config["batch_size"])
-        scorer.embed(config["references"])  # while the parent still waits for answers
+        _embed_references(scorer, config["references"], config.get("cache"))  # while the parent waits for answers
     except Exception as exc:
         send({"error": f"the BERTScore model '{config['model']}' cannot be loaded ({error(exc)})"})
         return

@@ -288,15 +288,18 @@ class OpenScorer:
     def start_loading(self, references: Sequence[str] = ()) -> None:
         """Start loading BERTScore now in a child process (which embeds ``references`` too), so that
         it is ready when the answers are; only where this process has not imported torch (a served
-        run). Elsewhere the model loads in-process, on first use."""
+        run). The child keeps the references' embeddings in the cache folder
+        (:mod:`medmim_eval.bertscore_cache`), so the next run of the task embeds only its answers.
+        Elsewhere the model loads in-process, on first use."""
         if (not self.config.uses_bertscore or "_bertscorer" in self.__dict__ or "torch" in sys.modules
                 or self.config.bertscore_idf or self.config.bertscore_rescale):
             return
         from medmim_eval.bertscore_worker import WorkerRecall
+        from medmim_eval.datadir import cache_dir
 
         model, layer, _ = self.config.resolved_bertscore()
         self.__dict__["_bertscorer"] = WorkerRecall(model, layer, self.config.bertscore_batch_size,
-                                                    [r for r in references if r.strip()])
+                                                    [r for r in references if r.strip()], str(cache_dir()))
 
     def close(self) -> None:
         """End a BERTScore child process, if one was started."""

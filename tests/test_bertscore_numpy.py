@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medmim_eval.bertscore_numpy import NumpyRecall, numpy_model_reason, numpy_recall_or_none
@@ -149,3 +150,36 @@ def test_the_worker_loads_minilm_without_torch() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     out = subprocess.run([sys.executable, "-c", code, _minilm()], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["NumpyRecall", "False", "False", "1.0"]
+
+
+def test_memory_mapped_weights_equal_what_safetensors_reads(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    from medmim_eval.bertscore_numpy import read_safetensors
+
+    path = tmp_path / "w.safetensors"
+    rng = np.random.default_rng(0)
+    save_file({"a": rng.standard_normal((3, 5)).astype(np.float32), "b": rng.standard_normal(7).astype(np.float16),
+               "c": np.arange(4, dtype=np.int64).reshape(2, 2), "d": np.zeros((0, 3), dtype=np.float32)}, str(path),
+              metadata={"format": "np"})
+    expected, got = load_file(str(path)), read_safetensors(path)
+    assert sorted(got) == sorted(expected)
+    for name, array in expected.items():
+        assert got[name].dtype == array.dtype and np.array_equal(got[name], array)
+    minilm = Path(_minilm()) / "model.safetensors"
+    expected, got = load_file(str(minilm)), read_safetensors(minilm)
+    assert sorted(got) == sorted(expected) and all(np.array_equal(got[k], v) for k, v in expected.items())
+
+
+def test_weights_numpy_cannot_read_are_one_value_error(tmp_path: Path) -> None:
+    from medmim_eval.bertscore_numpy import read_safetensors
+
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((Path(_minilm()) / "model.safetensors").read_bytes()[:5])
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        read_safetensors(cut)
+    header = b'{"w": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}'
+    bf16 = tmp_path / "bf16.safetensors"
+    bf16.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    with pytest.raises(ValueError, match="BF16"):
+        read_safetensors(bf16)
