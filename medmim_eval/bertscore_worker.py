@@ -24,6 +24,9 @@ from typing import Any, Sequence
 from medmim_eval.errors import MedmimError
 
 
+NICENESS = 10  # the child's priority below the run's (measured: ratio 0.84 -> 0.85, round spread 0.66-0.97 -> 0.80-0.99)
+
+
 class WorkerRecall:
     """A BERTScore model loading in a child process; ``recall`` is BatchedRecall's."""
 
@@ -145,6 +148,10 @@ def _serve() -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"{type(exc).__name__}: {first[:300]}"
 
+    try:  # background work: the model server on the same cores goes first; the run needs this only at its end
+        os.nice(NICENESS)
+    except (AttributeError, OSError):
+        pass
     line = sys.stdin.readline()
     if not line:
         return

@@ -183,3 +183,15 @@ def test_weights_numpy_cannot_read_are_one_value_error(tmp_path: Path) -> None:
     bf16.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
     with pytest.raises(ValueError, match="BF16"):
         read_safetensors(bf16)
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
+def test_the_worker_yields_the_cores_to_the_model_server(tmp_path: Path) -> None:
+    from medmim_eval.bertscore_worker import NICENESS, WorkerRecall
+
+    worker = WorkerRecall(_minilm(), 6, None, ["stable"], str(tmp_path))
+    try:
+        assert worker.recall(["stable"], ["stable"]) == [pytest.approx(1.0, abs=1e-5)]
+        assert os.getpriority(os.PRIO_PROCESS, worker._proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
+    finally:
+        worker.close()
