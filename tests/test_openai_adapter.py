@@ -294,28 +294,20 @@ def test_one_run_answers_every_sample_when_each_request_fails_once(server: FakeO
     assert all(faults[1] is None for faults in by_prompt.values())
 
 
-def test_json_without_the_chat_completion_fields_is_one_clear_error_not_retried(server: FakeOpenAIServer,
-                                                                                tmp_path: Path) -> None:
-    task = _task(tmp_path, ["Fine?", "Empty? [[fault=nochoices*1]]"])
+@pytest.mark.parametrize("fault, kind, message", [
+    ("nochoices", "MalformedResponse", "the answer is not a chat completion with choices[0].message"),  # it would say the same again
+    ("quota", "RateLimited", "HTTP 429: You exceeded your current quota"),  # a retry cannot add credit
+])
+def test_answers_a_retry_cannot_change_are_one_clear_error_at_once(server: FakeOpenAIServer, tmp_path: Path, fault: str,
+                                                                   kind: str, message: str) -> None:
+    task = _task(tmp_path, ["Fine?", f"Hopeless? [[fault={fault}*1]]"])
     out = tmp_path / "run"
     result = _run(f"openai:test-model,base_url={server.url},max_retries=3,backoff=0.05", task, out)
     assert result.returncode == 2 and "1 sample(s) ended in errors" in result.stderr
     errors = [r["error"] for r in _records(out) if r["error"]]
-    assert errors == [{"type": "MalformedResponse", "attempts": 1, "message":
-                       f"the answer is not a chat completion with choices[0].message from {server.url} after 1 attempt(s)"}]
-    assert [r.get("fault") for r in server.chat_requests()].count("nochoices") == 1  # asked once: it would say the same again
+    assert errors == [{"type": kind, "attempts": 1, "message": f"{message} from {server.url} after 1 attempt(s)"}]
+    assert [r.get("fault") for r in server.chat_requests()].count(fault) == 1  # asked once
     assert len(server.chat_requests()) == 2
-
-
-def test_an_exhausted_quota_is_one_error_at_once_not_retried(server: FakeOpenAIServer, tmp_path: Path) -> None:
-    task = _task(tmp_path, ["Fine?", "Broke? [[fault=quota*1]]"])
-    out = tmp_path / "run"
-    result = _run(f"openai:test-model,base_url={server.url},max_retries=3,backoff=0.05", task, out)
-    assert result.returncode == 2 and "1 sample(s) ended in errors" in result.stderr
-    errors = [r["error"] for r in _records(out) if r["error"]]
-    assert errors == [{"type": "RateLimited", "attempts": 1, "message":
-                       f"HTTP 429: You exceeded your current quota from {server.url} after 1 attempt(s)"}]
-    assert [r.get("fault") for r in server.chat_requests()].count("quota") == 1  # a retry cannot add credit
 
 
 def test_a_served_run_needs_httpx_not_the_openai_sdk(server: FakeOpenAIServer, tmp_path: Path) -> None:
