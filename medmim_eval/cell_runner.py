@@ -75,10 +75,17 @@ class CellRunner:
         for batch in batches:
             queue.put_nowait(batch)
 
+        # With one worker, record before the next request: an adapter that computes inside generate
+        # (without awaiting) would otherwise keep the last answer unwritten through its whole next batch.
+        pipelined = workers > 1
+
         async def worker() -> None:
             answered: _Answered | None = None
             try:
                 while not queue.empty():
+                    if answered is not None and not pipelined:
+                        done, answered = answered, None
+                        self._record_batch(done)
                     upcoming = asyncio.ensure_future(self._answer_batch(queue.get_nowait()))
                     try:
                         if answered is not None:

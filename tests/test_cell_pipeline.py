@@ -1,6 +1,7 @@
-"""A worker sends its next request before it scores and writes the answer it just received (a server
-answering many requests at once is not left idle while the client records), and every answer
-received is still recorded: at the end, when a later batch breaks the contract, when cancelled."""
+"""With several workers, a worker sends its next request before it scores and writes the answer it
+just received (a server answering many requests at once is not left idle while the client records);
+with one, it records first. Every answer received is recorded: at the end, when a later batch
+breaks the contract, when cancelled."""
 from __future__ import annotations
 
 import asyncio
@@ -35,34 +36,36 @@ def _task(folder: Path) -> Path:
 
 
 class Tracer:
-    """One request at a time; notes, at each request, how many records the run has written."""
-
-    capabilities = Capabilities(batch_size=1, max_concurrency=1)
+    """Notes, at each request, how many answers it has given and how many records the run has written."""
 
     def __init__(self, samples: Path, options: dict[str, str]) -> None:
         self.model_id, self.samples, self.options = "tracer", samples, options
-        self.written_at_send: list[int] = []
+        self.capabilities = Capabilities(batch_size=1, max_concurrency=int(options.get("workers", "1")))
+        self.at_send: list[tuple[int, int]] = []  # (records written, answers given)
+        self.answered: list[str] = []
 
     def fingerprint(self) -> dict[str, str]:
         return {"tracer": "1"}
 
     async def generate(self, requests: Any) -> list[Any]:
-        self.written_at_send.append(self.samples.read_text().count("\n") if self.samples.exists() else 0)
-        call = len(self.written_at_send)
+        written = self.samples.read_text().count("\n") if self.samples.exists() else 0
+        self.at_send.append((written, len(self.answered)))
+        call = len(self.at_send)
         if str(call) == self.options.get("break_at"):
             return []  # a wrong number of results: the adapter breaks its contract
         if str(call) == self.options.get("cancel_at"):
             raise asyncio.CancelledError
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01 * (1 + call % 3))
+        self.answered += [r.sample.item_id for r in requests]
         return [GenerationResult("A") for _ in requests]
 
     async def aclose(self) -> None:
         pass
 
 
-def _run(tmp_path: Path, **options: str) -> tuple[Tracer, list[dict]]:
+def _run(tmp_path: Path, made: list[Tracer] | None = None, **options: str) -> tuple[Tracer, list[dict]]:
     out = tmp_path / "out"
-    made: list[Tracer] = []
+    made = [] if made is None else made
 
     def factory(target: Any, opts: dict[str, str], context: Any) -> Tracer:
         made.append(Tracer(out / "samples.jsonl", opts))
@@ -85,20 +88,30 @@ def _run(tmp_path: Path, **options: str) -> tuple[Tracer, list[dict]]:
     return made[0], records
 
 
-def test_the_next_request_goes_out_before_the_last_answer_is_written(tmp_path: Path) -> None:
-    tracer, records = _run(tmp_path)
-    # request k+1 is sent while answer k is still unwritten: k-1 records exist then, not k
-    assert tracer.written_at_send == [0, 0, 1, 2, 3, 4]
+def test_with_several_workers_the_next_request_goes_out_before_the_last_answer_is_written(tmp_path: Path) -> None:
+    tracer, records = _run(tmp_path, workers="2")
+    assert any(written < answered for written, answered in tracer.at_send)  # an answer still unwritten at a send
     assert len(records) == N and all(r["correct"] for r in records)
 
 
-def test_answers_received_before_a_contract_break_are_all_recorded(tmp_path: Path) -> None:
-    _, records = _run(tmp_path, break_at="4")  # the run reports the contract error and goes on to its end
-    assert sorted(r["item_id"] for r in records) == ["q0", "q1", "q2"]  # the three answers received
+def test_with_one_worker_each_answer_is_written_before_the_next_request(tmp_path: Path) -> None:
+    tracer, records = _run(tmp_path)
+    assert tracer.at_send == [(k, k) for k in range(N)]
+    assert len(records) == N
 
 
-def test_answers_received_before_a_cancellation_are_all_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_answers_received_before_a_contract_break_are_all_recorded(tmp_path: Path, workers: str) -> None:
+    tracer, records = _run(tmp_path, break_at="4", workers=workers)  # the run reports it and goes on to its end
+    assert len(tracer.answered) >= 2
+    assert sorted(r["item_id"] for r in records) == sorted(tracer.answered)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_answers_received_before_a_cancellation_are_all_recorded(tmp_path: Path, workers: str) -> None:
+    made: list[Tracer] = []
     with pytest.raises(asyncio.CancelledError):
-        _run(tmp_path, cancel_at="4")
+        _run(tmp_path, made, cancel_at="4", workers=workers)
     records = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
-    assert sorted(r["item_id"] for r in records) == ["q0", "q1", "q2"]
+    assert len(made[0].answered) >= 2
+    assert sorted(r["item_id"] for r in records) == sorted(made[0].answered)
