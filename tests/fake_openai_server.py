@@ -166,7 +166,9 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         started = time.time()
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        record: dict[str, Any] = {"path": self.path, "start": started, "auth": self.headers.get("Authorization")}
+        record: dict[str, Any] = {"path": self.path, "start": started, "auth": self.headers.get("Authorization"),
+                                  "organization": self.headers.get("OpenAI-Organization"),
+                                  "project": self.headers.get("OpenAI-Project")}
         with owner.lock:  # recorded on arrival, so a hung request shows up while it hangs
             owner.in_flight += 1
             owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)

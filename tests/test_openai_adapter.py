@@ -390,6 +390,19 @@ def test_the_api_key_is_sent_but_never_written(server: FakeOpenAIServer, tmp_pat
         assert FAKE_KEY not in text and "DoNotLeak" not in text
 
 
+def test_the_organization_and_project_are_sent_as_the_sdk_sends_them(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    task = _task(tmp_path, ["Fine?"])
+    env = {"OPENAI_ORG_ID": "org-test123", "OPENAI_PROJECT_ID": "proj_test456"}
+    result = _run(f"openai:test-model,base_url={server.url}", task, tmp_path / "run", env=env)
+    assert result.returncode == 0, result.stderr
+    (request,) = server.chat_requests()
+    assert (request["organization"], request["project"]) == ("org-test123", "proj_test456")
+    result = _run(f"openai:test-model,base_url={server.url}", task, tmp_path / "run2",
+                  env={"OPENAI_ORG_ID": "", "OPENAI_PROJECT_ID": ""})
+    assert result.returncode == 0, result.stderr
+    assert (server.chat_requests()[-1]["organization"], server.chat_requests()[-1]["project"]) == (None, None)
+
+
 def test_the_key_stays_out_of_the_fingerprint_and_repr(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     adapter = make_openai("test-model", {"base_url": server.url}, AdapterContext())

@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Mapping, Sequence
 
 from medmim_eval.adapter import AdapterContext, Capabilities, GenerationRequest, GenerationResult
-from medmim_eval.adapters.openai.http_client import ChatHTTPClient, NotJSON, StatusError, httpx_module
+from medmim_eval.adapters.openai.http_client import ChatHTTPClient, NotJSON, StatusError, account_headers, httpx_module
 from medmim_eval.adapters.openai.image_payload import ImagePayloadCache
 from medmim_eval.adapters.openai.plugin import (INSTALL_HINT, OPENAI_HOST, ChatOptions, api_key_env, base_urls,
                                                 check_openai, host_of, is_local_url)
@@ -292,7 +292,7 @@ class OpenAIChatAdapter:
         # keep-alive connections for every slot; a local server is never reached through a proxy
         return ChatHTTPClient(url, self._api_key, max_connections=self.options.concurrency + 8,
                               max_keepalive=min(self.options.concurrency, SHARD_SLOTS) + 8,
-                              timeout=self.options.timeout, local=is_local_url(url))
+                              timeout=self.options.timeout, local=is_local_url(url), headers=account_headers())
 
     def attach(self, timeout: float = 5.0) -> None:
         """Record what the server says it serves (:func:`served_model_info`); see its errors."""

@@ -16,6 +16,16 @@ import json
 from typing import Any, Mapping
 
 USER_AGENT = "medmim-eval"
+# What the openai SDK reads from the environment and sends with every request, sent here the same way.
+ACCOUNT_HEADERS = {"OPENAI_ORG_ID": "OpenAI-Organization", "OPENAI_PROJECT_ID": "OpenAI-Project"}
+
+
+def account_headers() -> dict[str, str]:
+    """``OpenAI-Organization`` and ``OpenAI-Project`` from ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID``,
+    where set (a key shared by several organizations or projects bills the one named)."""
+    import os
+
+    return {header: os.environ[env].strip() for env, header in ACCOUNT_HEADERS.items() if os.environ.get(env, "").strip()}
 
 
 def httpx_module() -> Any:
@@ -68,10 +78,11 @@ class ChatHTTPClient:
         max_connections, max_keepalive: the pool's limits.
         timeout: seconds for connecting, writing and reading.
         local: a server on this machine: never reached through a proxy from the environment.
+        headers: more headers for every request (the OpenAI organization and project).
     """
 
     def __init__(self, url: str, api_key: str, *, max_connections: int, max_keepalive: int, timeout: float,
-                 local: bool) -> None:
+                 local: bool, headers: Mapping[str, str] | None = None) -> None:
         httpx = httpx_module()
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive)
         # Plain http needs no certificates: loading the CA store costs ~0.1 s of CPU per client.
@@ -79,7 +90,8 @@ class ChatHTTPClient:
         self._client = httpx.AsyncClient(base_url=url.rstrip("/") + "/", limits=limits, timeout=timeout,
                                          trust_env=not local, **tls,
                                          headers={"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT,
-                                                  "Content-Type": "application/json", "Accept": "application/json"})
+                                                  "Content-Type": "application/json", "Accept": "application/json",
+                                                  **(headers or {})})
 
     async def post_json(self, route: str, body: Any) -> Any:
         """POST ``body`` (JSON text as bytes, or anything ``json.dumps`` takes) to ``route`` (relative
@@ -107,4 +119,4 @@ class ChatHTTPClient:
         await self._client.aclose()
 
 
-__all__ = ["ChatHTTPClient", "NotJSON", "StatusError", "httpx_module", "USER_AGENT"]
+__all__ = ["ChatHTTPClient", "NotJSON", "StatusError", "httpx_module", "account_headers", "USER_AGENT"]

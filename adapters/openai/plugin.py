@@ -35,7 +35,8 @@ each success adds ``1/window`` back, up to ``concurrency``) and holds the endpoi
 ``Retry-After`` (seconds, ``retry-after-ms`` or an HTTP date) or, without one, the backoff delay;
 any response with ``Retry-After`` holds its endpoint back likewise. Other retryable failures wait
 the backoff delay in the failing request only. Requests go out over ``httpx`` with no retries of
-its own (the ``openai`` SDK, which brings ``httpx``, is not imported).
+its own (the ``openai`` SDK, which brings ``httpx``, is not imported); ``OPENAI_ORG_ID`` and
+``OPENAI_PROJECT_ID``, where set, are sent as the SDK sends them.
 """
 from __future__ import annotations
 
