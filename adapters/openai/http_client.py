@@ -13,6 +13,7 @@ The key goes in the ``Authorization`` header only; it is never part of a message
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Mapping
 
 USER_AGENT = "medmim-eval"
@@ -23,8 +24,6 @@ ACCOUNT_HEADERS = {"OPENAI_ORG_ID": "OpenAI-Organization", "OPENAI_PROJECT_ID": 
 def account_headers() -> dict[str, str]:
     """``OpenAI-Organization`` and ``OpenAI-Project`` from ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID``,
     where set (a key shared by several organizations or projects bills the one named)."""
-    import os
-
     return {header: os.environ[env].strip() for env, header in ACCOUNT_HEADERS.items() if os.environ.get(env, "").strip()}
 
 
@@ -39,10 +38,6 @@ def httpx_module() -> Any:
 
 class NotJSON(ValueError):
     """A 2xx answer whose body is not JSON: an HTML or text page, or JSON cut off mid-way."""
-
-    def __init__(self, message: str, *, cut_off: bool) -> None:
-        super().__init__(message)
-        self.cut_off = cut_off
 
 
 class StatusError(Exception):
@@ -93,16 +88,15 @@ class ChatHTTPClient:
                                                   "Content-Type": "application/json", "Accept": "application/json",
                                                   **(headers or {})})
 
-    async def post_json(self, route: str, body: Any) -> Any:
-        """POST ``body`` (JSON text as bytes, or anything ``json.dumps`` takes) to ``route`` (relative
-        to the base URL); the decoded answer.
+    async def post_json(self, route: str, body: bytes) -> Any:
+        """POST ``body`` (JSON text) to ``route`` (relative to the base URL); the decoded answer.
 
         Raises:
             StatusError: an HTTP status of 400 or more.
             NotJSON: a 2xx body that does not decode as JSON.
             httpx.TimeoutException, httpx.TransportError: no (complete) answer.
         """
-        response = await self._client.post(route.lstrip("/"), content=body if isinstance(body, bytes) else json.dumps(body).encode("utf-8"))
+        response = await self._client.post(route.lstrip("/"), content=body)
         content = response.content
         if response.status_code >= 400:
             message, code = _error_fields(content)
@@ -110,10 +104,9 @@ class ChatHTTPClient:
         try:
             return json.loads(content)
         except ValueError:
-            json_type = "json" in response.headers.get("content-type", "").lower()
-            if json_type:
-                raise NotJSON("the answer is not valid JSON (cut off?)", cut_off=True) from None
-            raise NotJSON("the answer is not JSON (an HTML or text page? wrong content type?)", cut_off=False) from None
+            if "json" in response.headers.get("content-type", "").lower():
+                raise NotJSON("the answer is not valid JSON (cut off?)") from None
+            raise NotJSON("the answer is not JSON (an HTML or text page? wrong content type?)") from None
 
     async def aclose(self) -> None:
         await self._client.aclose()
