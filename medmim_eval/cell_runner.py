@@ -83,9 +83,6 @@ class CellRunner:
             answered: _Answered | None = None
             try:
                 while not queue.empty():
-                    if answered is not None and not pipelined:
-                        done, answered = answered, None
-                        self._record_batch(done)
                     upcoming = asyncio.ensure_future(self._answer_batch(queue.get_nowait()))
                     try:
                         if answered is not None:
@@ -98,6 +95,9 @@ class CellRunner:
                     except BaseException:
                         upcoming.cancel()
                         raise
+                    if not pipelined:
+                        done, answered = answered, None
+                        self._record_batch(done)
             finally:
                 if answered is not None:
                     self._record_batch(answered)
