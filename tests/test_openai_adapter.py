@@ -217,6 +217,7 @@ def test_a_file_that_is_no_image_is_one_error_and_the_cache_goes_on(tmp_path: Pa
 
     error, digest = asyncio.run(attempt())
     assert error is not None and str(error).startswith(f"image {tmp_path / 'broken.png'} cannot be sent: UnidentifiedImageError")
+    assert str(error).endswith("replace the file and rerun (only the samples that failed are sent again)")
     assert digest == _sha(tmp_path / "fine.png")
 
 

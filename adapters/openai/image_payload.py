@@ -188,7 +188,8 @@ class ImagePayloadCache:
         try:
             return await self._get(path)
         except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for broken files
-            raise ImageUnreadable(f"image {path} cannot be sent: {type(exc).__name__}: {exc}") from exc
+            raise ImageUnreadable(f"image {path} cannot be sent: {type(exc).__name__}: {exc}; replace the file and "
+                                  "rerun (only the samples that failed are sent again)") from exc
 
     async def _get(self, path: str) -> EncodedImage:
         key = self.key(path)
