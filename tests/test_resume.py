@@ -21,23 +21,29 @@ def _records(out: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_completes_without_recomputing(plugin_site: Path, shared_data: Path, tmp_path: Path) -> None:
-    out, log = tmp_path / "run", tmp_path / "calls.jsonl"
-    args = ["run", "--models", f"echo-test,delay=0.02,batch=2,concurrency=2,log={log}", "--tasks", "held-out-rad",
-            "--output", str(out), "--data-dir", str(shared_data), "--no-cache", "--quiet"]
+    out, log, gate = tmp_path / "run", tmp_path / "calls.jsonl", tmp_path / "never-created"
+    spec = f"echo-test,delay=0.02,batch=2,concurrency=2,log={log}"
+    args = ["--tasks", "held-out-rad", "--output", str(out), "--data-dir", str(shared_data), "--no-cache", "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(plugin_site))
-    process = subprocess.Popen([CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The first 60 prompts are answered, then every batch holds at the gate: the kill lands mid-run
+    # however slowly this process polls (a machine under load).
+    process = subprocess.Popen([CLI, "run", "--models", f"{spec},gate={gate},after=60", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = out / "samples.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 60):
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 60):
+            assert process.poll() is None, "the run ended before it was killed"
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     first_run = {r["key"] for r in _records(out)}
     assert 60 <= len(first_run) < 366, "the kill must land mid-run"
     with open(samples, "a") as handle:  # what a kill in the middle of a write leaves behind
         handle.write('{"version": 1, "key": "torn')
 
-    result = run_cli(*args, pythonpath=[plugin_site])
+    result = run_cli("run", "--models", spec, *args, pythonpath=[plugin_site])
     assert result.returncode == 0, result.stderr
     records = [SampleRecord.model_validate(r) for r in _records(out)]
     # Once the run has finished, one line per sample: none lost, none answered twice.
