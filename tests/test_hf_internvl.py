@@ -326,22 +326,46 @@ def test_internlm2_without_generate_decodes_as_plain_greedy(remote: HFInternVLAd
     lm = remote.model.language_model
     assert "legacy_generate" in repr(lm.generate)
     tokenizer = remote.tokenizer
+
+    def assert_greedy(prompt: "torch.Tensor", tokens: list[int]) -> None:
+        """Each token is the argmax of the whole sequence recomputed without a cache, up to float
+        noise: a random tiny model has near-ties that the cached and the uncached sums can break
+        differently (a wrong cache moves logits by far more than 1e-4)."""
+        sequence = prompt
+        with torch.no_grad():
+            for token in tokens:
+                logits = lm(input_ids=sequence, use_cache=False).logits[0, -1]
+                assert float(logits.max() - logits[token]) < 1e-4, (token, int(logits.argmax()))
+                sequence = torch.cat([sequence, torch.tensor([[token]])], dim=1)
+
     ids = tokenizer("<|im_start|>user\nWhich image is brightest?<|im_end|>", return_tensors="pt")["input_ids"]
     new = lm.generate(input_ids=ids, max_new_tokens=6, eos_token_id=[-1])
-    sequence = ids
-    with torch.no_grad():
-        for _ in range(6):
-            logits = lm(input_ids=sequence, use_cache=False).logits[:, -1]
-            sequence = torch.cat([sequence, logits.argmax(-1, keepdim=True)], dim=1)
-    assert new.tolist() == sequence[:, ids.shape[1]:].tolist()
+    assert new.shape == (1, 6)
+    assert_greedy(ids, new[0].tolist())
     short = tokenizer("<|im_start|>user\nfirst<|im_end|>", return_tensors="pt")["input_ids"]
     width = ids.shape[1]
     padded = torch.cat([torch.full((1, width - short.shape[1]), 2), short], dim=1)
     mask = torch.cat([torch.zeros(1, width - short.shape[1], dtype=torch.long), torch.ones_like(short)], dim=1)
     both = lm.generate(input_ids=torch.cat([padded, ids]), attention_mask=torch.cat([mask, torch.ones_like(ids)]),
                        max_new_tokens=4, eos_token_id=[-1])
-    alone = lm.generate(input_ids=short, max_new_tokens=4, eos_token_id=[-1])
-    assert both[0].tolist() == alone[0].tolist() and both[1].tolist() == new[0, :4].tolist()
+    assert both.shape == (2, 4)
+    assert_greedy(short, both[0].tolist())  # the left-padded row decodes as the short prompt alone
+    assert_greedy(ids, both[1].tolist())
+
+
+def test_remote_code_buffers_hold_what_its_constructor_computes(remote: HFInternVLAdapter) -> None:
+    """transformers 5 loads on the meta device and leaves the non-persistent buffers that remote code
+    computes in ``__init__`` (InternLM2's rotary ``cos_cached``) as uninitialised memory: garbage or
+    NaN answers. The adapter restores them: they equal a model built on the CPU from the same config."""
+    import torch
+    from transformers import AutoModel
+
+    loaded = dict(remote.model.named_non_persistent_buffers())
+    assert any(name.endswith("cos_cached") for name in loaded)
+    with torch.device("cpu"):
+        built = dict(AutoModel.from_config(remote.model.config, trust_remote_code=True).named_buffers())
+    for name, buffer in loaded.items():
+        assert torch.equal(buffer, built[name].to(buffer.dtype)), name
 
 
 def test_internvl2_8b_resolves_to_the_remote_route_without_vllm(remote_ckpt: Path, tmp_path: Path,

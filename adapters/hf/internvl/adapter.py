@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from medmim_eval.adapter import AdapterContext, GenerationResult, GenerationSettings
+from medmim_eval.adapters.hf.buffers import restore_buffers
 from medmim_eval.adapters.hf.common import (check_image_count, checked_target, checkpoint_fingerprint, file_sha256,
                                             generate_answers, input_device, load_model, load_rgb, stop_token_ids)
 from medmim_eval.adapters.hf.internvl.plugin import INSTALL_HINT, check_hf_internvl, checkpoint_mode, read_config
@@ -148,6 +149,7 @@ class HFInternVLAdapter(InProcessAdapter):
         if self.where.device_map:
             kwargs["device_map"] = self.where.device_map
         model = AutoModel.from_pretrained(self.path, **kwargs)
+        restore_buffers(model, f"hf-internvl {self.path}")  # remote code's rotary caches (transformers 5)
         self.model = (model if self.where.device_map else model.to(self.where.device)).eval()
         if not callable(getattr(self.model, "chat", None)):
             raise MedmimError(f"hf-internvl: {type(self.model).__name__} from {self.path} has no chat() method; "
