@@ -136,6 +136,12 @@ def test_check_names_the_fix_when_vllm_is_missing(tmp_path: Path, monkeypatch: p
     # Attaching needs no local vLLM; the URL is still checked.
     assert check_vllm("tiny", {"base_url": "http://127.0.0.1:8000/v1"}) is None
     assert "not an http(s) URL" in (check_vllm("tiny", {"base_url": "ftp://x"}) or "")
+    # Launch options would be silently ignored by a running server: refused, with the fix.
+    url = "http://127.0.0.1:8000/v1"
+    reason = check_vllm("tiny", {"base_url": url, "max_model_len": "4096", "env.VLLM_CPU_KVCACHE_SPACE": "2"})
+    assert reason and "env.VLLM_CPU_KVCACHE_SPACE, max_model_len only shape(s) a server medmim-eval launches" in reason
+    assert "medmim-eval serve -o KEY=VALUE" in reason
+    assert check_vllm("tiny", {"base_url": url, "max_images": "2", "served_name": "t", "timeout": "30"}) is None
 
 
 def test_check_passes_with_a_launcher_that_has_vllm(tmp_path: Path, python_with_vllm: str,

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult
 from medmim_eval.adapter_options import options_problem
 from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings, server_args, unservable_reason
-from medmim_eval.adapters.vllm.options import VLLM_OPTIONS
+from medmim_eval.adapters.vllm.options import VLLM_OPTIONS, launch_only
 from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
                                               extra_args, launch, launch_env, launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, MissingBackendError
@@ -69,6 +69,11 @@ def check_vllm(target: str | None, options: dict[str, str]) -> str | None:
             base_urls(options)
         except MedmimError as exc:
             return str(exc)
+        ignored = launch_only(options)
+        if ignored:
+            return (f"vllm:{target},base_url=...: {', '.join(ignored)} only shape(s) a server medmim-eval launches; "
+                    f"the running server keeps its own settings. Drop {'it' if len(ignored) == 1 else 'them'}, or "
+                    f"start the server with them (medmim-eval serve -o KEY=VALUE)")
         return None
     return target_problem(target) or vllm_missing(options)
 

@@ -64,6 +64,15 @@ VLLM_OPTIONS = SERVE_OPTIONS + (
                   help="attach to running servers (e.g. medmim-eval serve) instead of launching one"),
 ) + _REQUEST
 
+#: What only a server medmim-eval launches uses; refused with ``base_url`` (the running server's own settings apply).
+LAUNCH_ONLY = tuple(o.name for o in SERVE_OPTIONS if o.name not in ("served_name", "max_images")) + ("host", "port")
+
+
+def launch_only(options: dict[str, str]) -> list[str]:
+    """The keys of ``options`` that only shape a launched server (``env.NAME`` included)."""
+    return sorted(k for k in options if k in LAUNCH_ONLY or (k.startswith("env.") and "env.*" in LAUNCH_ONLY))
+
+
 #: ``vllm-offline:TARGET,...``: the engine options, ``engine.KEY=JSON``, batching and the image policy.
 OFFLINE_OPTIONS = _engine_options("not offline: use vllm:...,dp=N") + (
     AdapterOption("engine.*", metavar="JSON", help="engine.KEY=JSON: any other vllm.LLM argument, "
