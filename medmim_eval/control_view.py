@@ -233,5 +233,5 @@ def to_html(report: ControlReport) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
     body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in table_rows(report))
     notes = "".join(f"<li>{escape(line)}</li>" for line in verdict_lines(report))
-    return (f'<h2 id="controls">Image controls</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<h2>Image controls</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
             f'<ul class="notes">{notes}</ul>')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -237,7 +238,9 @@ def test_leaderboard_controls_pairs_scores_and_says_who_uses_the_images(plugin_s
                    str(html_path), "--max-records", "0", pythonpath=[plugin_site])
     assert html.returncode == 0, html.stderr
     text = html_path.read_text()
-    assert 'id="controls"' in text and "uses the images: yes" in text
+    assert '<section id="controls">' in text and "uses the images: yes" in text
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)  # anchors must be unique
     rich = run_cli("leaderboard", str(standard), str(controls), "--controls", pythonpath=[plugin_site])
     assert "Image controls" in rich.stdout and "uses the images: not measurable" in rich.stdout
 
