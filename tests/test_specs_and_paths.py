@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,17 @@ def test_data_status_reports_presence_from_the_shared_data(shared_data: Path) ->
     assert "held-out-rad           366 items; images 285/285 present -> runnable" in result.stdout
     assert "held-out-odir          600 items; images 0/1200 present -> not runnable" in result.stdout
     assert "ms-cxr-t: MS-CXR-T + MIMIC-CXR-JPG, credentialed" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def module_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(("MEDMIM_", "XDG_"))}
+
+
+def test_module_scoped_fixtures_never_see_the_users_cache(module_env: dict[str, str],
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """pytest sets module fixtures up before a test's own isolation: the session's covers them."""
+    base = tmp_path_factory.getbasetemp()
+    for name in ("MEDMIM_CACHE_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        assert Path(module_env[name]).is_relative_to(base), name
+    assert module_env["MEDMIM_OPEN_METRICS"] == "bertscore.model=minilm"
