@@ -20,9 +20,9 @@ from medmim_eval.adapter import AdapterContext, GenerationResult, GenerationSett
 from medmim_eval.adapters.hf.common import (Placement, Prepared, check_image_count, checked_target,
                                             checkpoint_fingerprint, generate_answers, input_device, load_model,
                                             prepared_prompt, stop_token_ids)
-from medmim_eval.adapters.hf.deepseek_vl.plugin import (INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl,
-                                                        deepseek_mode, read_config)
+from medmim_eval.adapters.hf.deepseek_vl.plugin import INSTALL_HINT, NATIVE_CLASSES, check_deepseek_vl, deepseek_mode
 from medmim_eval.adapters.hf.deepseek_vl.prompt import SYSTEM_PROMPT, deepseek_vl_format, render_deepseek_vl
+from medmim_eval.adapters.hf.plugin import read_config
 from medmim_eval.adapters.hf.skeleton import InProcessAdapter
 from medmim_eval.errors import MedmimError, MissingBackendError
 from medmim_eval.schema import Sample, content_hash
@@ -51,7 +51,7 @@ class NativeDeepseekVL:
         from transformers import AutoProcessor
 
         self.torch, self.where = torch, where
-        model_type = (read_config(path) or {}).get("model_type", "")
+        model_type = read_config(path).get("model_type", "")
         self.processor = AutoProcessor.from_pretrained(path)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None or getattr(self.processor, "image_processor", None) is None:

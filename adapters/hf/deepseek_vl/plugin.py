@@ -25,12 +25,12 @@ mixed image counts; default 8); ``max_images`` (default 3; more is a ``TooManyIm
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from medmim_eval.adapter_options import AdapterOption, batching_options, known_names, options_problem, placement_options
 from medmim_eval.adapters.hf.placement_options import placement_problem
+from medmim_eval.adapters.hf.plugin import read_config
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry
 
@@ -52,15 +52,6 @@ KNOWN_OPTIONS = frozenset(known_names(OPTIONS))
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
-def read_config(folder: Path) -> dict[str, Any] | None:
-    """config.json of ``folder`` as a dict, or None when absent or unreadable."""
-    try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def transformers_has_deepseek_vl() -> bool:
     """Whether the installed transformers ships the DeepSeek-VL classes (looked up on disk, not imported)."""
     spec = importlib.util.find_spec("transformers")
@@ -71,7 +62,7 @@ def transformers_has_deepseek_vl() -> bool:
 def deepseek_mode(folder: Path, options: dict[str, str]) -> tuple[str | None, str | None]:
     """(route, None) for the checkpoint in ``folder``, or (None, why it cannot run, naming the fix)."""
     config = read_config(folder)
-    if config is None:
+    if not config:
         return None, f"hf-deepseek-vl: {folder} is not a checkpoint folder (no readable config.json there)"
     model_type, requested = config.get("model_type"), options.get("mode") or None
     if model_type in NATIVE_CLASSES:
