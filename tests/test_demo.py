@@ -85,12 +85,16 @@ def reuse_stored_model(store: Path, cache: Path) -> str | None:
     return stored[0].name
 
 
+KEPT_STORES = 3  # two virtualenvs on one machine (an editable checkout's, CI's fresh one) often differ in a library
+
+
 def store_trained_model(store: Path, model: Path) -> None:
-    """Keep ``model`` in ``store`` (atomically) and drop the stores of older digests."""
+    """Keep ``model`` in ``store`` (atomically) and drop all but the newest stores of other digests."""
     store.parent.mkdir(parents=True, exist_ok=True)
-    for old in store.parent.iterdir():
-        if old.name != store.name:
-            shutil.rmtree(old, ignore_errors=True)
+    others = sorted((d for d in store.parent.iterdir() if d.name != store.name and not d.name.startswith(".")),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in others[KEPT_STORES - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=store.parent))
     shutil.copytree(model, tmp / model.name)
     shutil.rmtree(store, ignore_errors=True)
@@ -110,6 +114,21 @@ def test_the_training_digest_follows_the_training_code(tmp_path: Path) -> None:
     trainer = tmp_path / "training_recipes" / "trainer.py"
     trainer.write_text(trainer.read_text() + "\n# changed\n")
     assert training_digest(tmp_path) != training_digest()
+
+
+def test_the_store_keeps_the_newest_models_of_other_digests(tmp_path: Path) -> None:
+    """An editable checkout's virtualenv and CI's fresh one may differ in a library version: each
+    stores its model, and neither throws the other's away (up to KEPT_STORES digests)."""
+    root = tmp_path / "demo-model"
+    for age, name in enumerate(["d1", "d2", "d3"]):
+        (root / name / "m").mkdir(parents=True)
+        os.utime(root / name, (1000 + age, 1000 + age))
+    model = tmp_path / "model"
+    (model / "medmim_lineage.json").parent.mkdir()
+    (model / "medmim_lineage.json").write_text("{}")
+    store_trained_model(root / "d4", model)
+    assert sorted(d.name for d in root.iterdir()) == ["d2", "d3", "d4"]  # KEPT_STORES = 3: d1, the oldest, goes
+    assert reuse_stored_model(root / "d4", tmp_path / "cache") == "model"
 
 
 @pytest.mark.slow
