@@ -19,25 +19,31 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
 
 
+def _run_held_at_gate_then_killed(argv: list[str], plugin_site: Path, out: Path, answered: int) -> int:
+    """Run ``medmim-eval ARGV`` (its spec holds every batch at a gate after ``answered`` prompts),
+    SIGKILL it once that many records are written (the kill lands mid-run however slowly this
+    process polls, as on a machine under load) and return the process id."""
+    env = dict(os.environ, PYTHONPATH=str(plugin_site))
+    process = subprocess.Popen([CLI, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = out / "samples.jsonl"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < answered):
+            assert process.poll() is None, "the run ended before it was killed"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return process.pid
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_completes_without_recomputing(plugin_site: Path, shared_data: Path, tmp_path: Path) -> None:
     out, log, gate = tmp_path / "run", tmp_path / "calls.jsonl", tmp_path / "never-created"
     spec = f"echo-test,delay=0.02,batch=2,concurrency=2,log={log}"
     args = ["--tasks", "held-out-rad", "--output", str(out), "--data-dir", str(shared_data), "--no-cache", "--quiet"]
-    env = dict(os.environ, PYTHONPATH=str(plugin_site))
-    # The first 60 prompts are answered, then every batch holds at the gate: the kill lands mid-run
-    # however slowly this process polls (a machine under load).
-    process = subprocess.Popen([CLI, "run", "--models", f"{spec},gate={gate},after=60", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid = _run_held_at_gate_then_killed(["run", "--models", f"{spec},gate={gate},after=60", *args], plugin_site, out, 60)
     samples = out / "samples.jsonl"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 60):
-            assert process.poll() is None, "the run ended before it was killed"
-            time.sleep(0.01)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
     first_run = {r["key"] for r in _records(out)}
     assert 60 <= len(first_run) < 366, "the kill must land mid-run"
     with open(samples, "a") as handle:  # what a kill in the middle of a write leaves behind
@@ -51,7 +57,7 @@ def test_sigkill_mid_run_then_rerun_completes_without_recomputing(plugin_site: P
     latest = RecordStore(out).load()
     assert all(r.done and not r.scores_pending for r in latest.values())
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    second_pid = {c["pid"] for c in calls} - {process.pid}
+    second_pid = {c["pid"] for c in calls} - {pid}
     recomputed = {c["key"] for c in calls if c["pid"] in second_pid} & first_run
     assert not recomputed
     assert json.loads((out / "results.json").read_text())["cells"][0]["n"] in (293, 73)
@@ -180,18 +186,8 @@ def test_a_killed_and_resumed_run_writes_the_results_of_an_uninterrupted_one(plu
     assert straight.returncode == 0, straight.stderr
     out, gate = tmp_path / "resumed", tmp_path / "never-created"
     spec = "echo-test,batch=1,concurrency=4,jitter=0.01"
-    env = dict(os.environ, PYTHONPATH=str(plugin_site))
-    process = subprocess.Popen([CLI, "run", "--models", f"{spec},gate={gate},after=100", "--output", str(out), *common],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    samples = out / "samples.jsonl"
-    try:
-        deadline = time.time() + 120  # the first 100 prompts are answered, then every batch holds at the gate
-        while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 100):
-            assert process.poll() is None, "the run ended before it was killed"
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    _run_held_at_gate_then_killed(["run", "--models", f"{spec},gate={gate},after=100", "--output", str(out), *common],
+                                  plugin_site, out, 100)
     assert 100 <= len(_records(out)) < 320, "the kill must land mid-run"
     resumed = run_cli("run", "--models", spec, "--output", str(out), *common, pythonpath=[plugin_site])
     assert resumed.returncode == 0, resumed.stderr
