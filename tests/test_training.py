@@ -246,3 +246,58 @@ def test_the_released_instruction_file_reads_and_its_absent_images_are_named(sha
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and "image(s) not found" in message and "--data-dir" in message
     assert f"{tmp_path / 'data' / 'ms-cxr-t'}/p1" in message  # resolved under the source's own folder
+
+
+def test_the_plateau_check_stops_only_a_run_whose_recent_loss_is_too_high() -> None:
+    from types import SimpleNamespace
+
+    from medmim_eval.training_recipes.plateau import PlateauCheck, TrainingPlateau, check_stopped, window_mean
+
+    history = [{"loss": 2.0, "step": 10}, {"loss": 0.7, "step": 20}, {"loss": 0.5, "step": 30}, {"lr": 1, "step": 30}]
+    assert window_mean(history, 30, 20) == pytest.approx(0.6) and window_mean(history, 5, 5) is None
+
+    def run(limit: float, steps: tuple[int, ...] = (10, 20, 30, 40)) -> PlateauCheck:
+        check = PlateauCheck(step=30, window=20, limit=limit)
+        for step in steps:
+            state = SimpleNamespace(global_step=step, log_history=[e for e in history if e["step"] <= step])
+            control = check.on_log(None, state, SimpleNamespace(should_training_stop=False, should_save=True))
+            if control.should_training_stop:
+                assert step == 30 and not control.should_save
+                break
+        return check
+
+    assert run(0.59).stopped_at == 30
+    with pytest.raises(TrainingPlateau,
+                       match=r"seed 4: the mean loss over steps 11-30 was 0\.6000, above plateau_loss=0\.59.*seed=N"):
+        check_stopped(run(0.59), 4)
+    kept = run(0.61)
+    assert kept.checked and kept.stopped_at is None
+    check_stopped(kept, 4)  # nothing raised
+    assert run(0.0, steps=(10, 20)).checked is False  # not reached: never checked
+
+
+@pytest.mark.slow
+def test_a_tiny_run_still_on_its_plateau_starts_over_from_the_next_seed(tmp_path: Path,
+                                                                         capfd: pytest.CaptureFixture[str]) -> None:
+    from medmim_eval.training_recipes.tiny import _try_in_folder, tiny_recipe
+
+    files = list(synth_train(tmp_path / "synth", n_closed=4, n_open=2).values())
+    overrides = {"max_steps": "6", "batch_size": "2", "save_steps": "100", "logging_steps": "1", "warmup": "0",
+                 "encode_workers": "0", "plateau_step": "3", "plateau_window": "3", "plateau_loss": "0",
+                 "plateau_retries": "1"}  # plateau_loss 0: every guarded try is stopped
+    out = tmp_path / "out"
+    record = tiny_recipe(TrainRequest(recipe="tiny", recipe_version="1", output=out, data=files,
+                                      overrides=overrides, progress=False))
+    err = capfd.readouterr().err
+    assert "tiny: seed 0: the mean loss over steps 1-3 was" in err and "seed=N" not in err
+    assert "starting over with seed 1 (try 2 of 2)" in err
+    assert record["hyperparameters"]["seed"] == 1 and record["hyperparameters"]["plateau_step"] == 0
+    assert record["steps"] == 6  # the last try trains to the end
+    restarts = record["plateau_restarts"]
+    assert restarts["seeds"] == [0] and restarts["stopped"][0]["stopped_at_step"] == 3
+    assert restarts["stopped"][0]["mean_loss"] > 0
+    assert lineage(out) == record
+    assert _try_in_folder(out, [0, 1]) == 1 and _try_in_folder(out, [5, 6]) == 0
+    again = tiny_recipe(TrainRequest(recipe="tiny", recipe_version="1", output=out, data=files,
+                                     overrides=overrides, progress=False))
+    assert again == record and "nothing to train" in capfd.readouterr().err  # the finished folder is recognised

@@ -54,6 +54,12 @@ HELP: dict[str, str] = {
                       "in this many processes (0 or 1: each example when the first epoch reaches it; also when the "
                       "run reaches fewer than 1/N of the examples, where encoding all of them would cost more)",
     "max_length": "refuse (with the item named) any sample longer than this many tokens; 0 = the model's limit",
+    "plateau_step": "at this step, stop a run whose mean loss over the last plateau_window steps is still above "
+                    "plateau_loss (it has not learned; the tiny recipe then starts over from the next seed); 0 = never",
+    "plateau_window": "steps whose logged losses the plateau check averages",
+    "plateau_loss": "the mean loss above which the plateau check stops the run",
+    "plateau_retries": "tiny recipe: how many times a run stopped by the plateau check starts over from the next "
+                       "seed (the last one always trains to the end)",
     "drop_ability": "ablation: leave out one ability (temporal, reasoning, comparison, co-reference)",
     "fraction": "ablation: keep this share of the data (0.25, 0.5, 0.75, 1.0), drawn with the seed",
     "composed": "ablation: false leaves out the composed set (items whose source tag contains 'composed')",
@@ -92,6 +98,10 @@ class TrainConfig:
     cache_encoded: bool = False
     encode_workers: int = 0
     max_length: int = 0
+    plateau_step: int = 0
+    plateau_window: int = 250
+    plateau_loss: float = 0.0
+    plateau_retries: int = 0
     drop_ability: str = ""
     fraction: float = 1.0
     composed: bool = True
@@ -144,6 +154,8 @@ def _check(c: TrainConfig) -> None:
             problems.append(f"{name} must be a positive integer")
     if c.encode_workers < 0:
         problems.append("encode_workers must be 0 or more")
+    if c.plateau_step < 0 or c.plateau_retries < 0 or c.plateau_window < 1:
+        problems.append("plateau_step and plateau_retries must be 0 or more, plateau_window positive")
     if c.warmup < 0 or (c.warmup >= 1 and c.warmup != int(c.warmup)):
         problems.append("warmup is a whole number of steps (>= 1) or a fraction (< 1)")
     if c.schedule not in SCHEDULES:

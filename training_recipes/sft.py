@@ -201,6 +201,7 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
 
     from medmim_eval.training_recipes.encoding import Collator, EncodedDataset, ExampleEncoder
     from medmim_eval.training_recipes.export import save_model
+    from medmim_eval.training_recipes.plateau import check_stopped, plateau_callback
     from medmim_eval.training_recipes.progress import TrainingProgress
     from medmim_eval.training_recipes.trainer import MedmimTrainer
 
@@ -227,11 +228,16 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
         else:
             say(f"{request.recipe}: {total} steps reach {total * config.batch_size * config.grad_accum} of "
                 f"{len(dataset)} items: each is encoded when reached")
+    callbacks: list[Any] = [TrainingProgress(request.recipe, request.progress, request.rich)]
+    check = None
+    if 0 < config.plateau_step < total:
+        check = plateau_callback(config.plateau_step, config.plateau_window, config.plateau_loss)
+        callbacks.append(check)
     trainer = MedmimTrainer(model=model, args=training_arguments(output, config), train_dataset=dataset,
-                            data_collator=Collator(pad_id, family),
-                            callbacks=[TrainingProgress(request.recipe, request.progress, request.rich)])
+                            data_collator=Collator(pad_id, family), callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # TrainingProgress reports the loss
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    check_stopped(check, config.seed)  # a run that has not learned is not saved as a model
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     lineage = {
         "recipe": request.recipe, "recipe_version": request.recipe_version, "family": family,

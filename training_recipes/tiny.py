@@ -117,20 +117,51 @@ class TinyRecipe:
     (a :class:`~medmim_eval.recipes_api.SelfContainedRecipe`: ``medmim-eval demo`` runs it)."""
 
     def __call__(self, request: TrainRequest) -> dict[str, Any]:
+        """Train; a run the plateau check stops (it has not started to learn by ``plateau_step``)
+        starts over from the next seed, up to ``plateau_retries`` times; the last try trains to the
+        end. A killed run resumes the try it was on."""
         from medmim_eval.training_recipes.options import build_config
-        from medmim_eval.training_recipes.sft import process_state
+        from medmim_eval.training_recipes.plateau import TrainingPlateau
+        from medmim_eval.training_recipes.sft import say
 
         data = request.data or self.default_data(request)
         config = build_config(request.overrides, tiny_defaults())
+        seeds = [config.seed + k for k in range(config.plateau_retries + 1)]
+        first = _try_in_folder(request.output, seeds)
+        stopped: list[dict[str, Any]] = []
+        for index in range(first, len(seeds)):
+            overrides = dict(request.overrides)
+            if index:
+                overrides["seed"] = str(seeds[index])
+            if index == len(seeds) - 1 and config.plateau_retries:
+                overrides["plateau_step"] = "0"  # the last try trains to the end whatever its loss
+            restart = request.restart if index == first else True  # the folder holds the stopped try
+            try:
+                lineage = self._train(TrainRequest(**{**request.__dict__, "data": data, "overrides": overrides,
+                                                      "restart": restart}), seeds[index])
+            except TrainingPlateau as exc:
+                stopped.append(exc.record)
+                say(f"{request.recipe}: {exc.summary}; starting over with seed {seeds[index + 1]} "
+                    f"(try {index + 2} of {len(seeds)})")
+                continue
+            if index and "plateau_restarts" not in lineage:  # (a finished folder's lineage has it already)
+                lineage["plateau_restarts"] = {"seeds": seeds[:index], "stopped": stopped}
+                _rewrite_lineage(request.output, lineage)
+            return lineage
+        raise AssertionError("the last try has no plateau check")  # pragma: no cover
+
+    def _train(self, request: TrainRequest, seed: int) -> dict[str, Any]:
+        from medmim_eval.training_recipes.sft import process_state
+
         state = process_state()
         base = request.base
         if base is None:
             if state.is_main_process:
-                base = tiny_base(data, config.seed)
+                base = tiny_base(request.data, seed)
             state.wait_for_everyone()
             if base is None:
-                base = tiny_base(data, config.seed)  # built by the main process: a cache hit here
-        full = TrainRequest(**{**request.__dict__, "data": data, "base": base})
+                base = tiny_base(request.data, seed)  # built by the main process: a cache hit here
+        full = TrainRequest(**{**request.__dict__, "base": base})
         return run_sft(full, "llava", tiny_defaults(), PROMPT_FORMAT)
 
     def default_data(self, request: TrainRequest) -> list[Path]:
@@ -146,6 +177,29 @@ class TinyRecipe:
                            "training": tiny_model.TINY_TRAINING, "overrides": request.overrides,
                            "data": [file_sha256(p) for p in request.data]}, sort_keys=True, default=str)
         return f"r{version}-b{tiny_model.BUILDER_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _try_in_folder(output: Path, seeds: list[int]) -> int:
+    """Which try an earlier, killed invocation left ``output`` at (by the seed in its plan): 0 when
+    the folder is new or holds another run (``run_sft`` then explains what it holds)."""
+    from medmim_eval.training_recipes import run_dir
+
+    try:
+        plan = json.loads((output.expanduser() / run_dir.PLAN).read_text(encoding="utf-8"))
+        seed = int(plan["plan"]["hyperparameters"]["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return seeds.index(seed) if seed in seeds else 0
+
+
+def _rewrite_lineage(output: Path, lineage: dict[str, Any]) -> None:
+    from medmim_eval.training_recipes import run_dir
+
+    path = output.expanduser().resolve() / run_dir.LINEAGE
+    if path.is_file():
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(lineage, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
 
 
 tiny_recipe = TinyRecipe()
