@@ -150,9 +150,10 @@ def test_the_demo_model_beats_the_baselines_on_every_ability(tmp_path: Path) -> 
     assert "0 from cache" in result.stderr  # evaluated afresh, whatever the model's origin
     closed = {r["task"]: r["margin"] for r in margins(run) if r["kind"] == "closed"}
     assert set(closed) == TASKS
-    # A model that has not learned to read the images sits at the baselines' level. Seeds 0-5 gave
-    # margins of at least +25.8 (README); 20 leaves room for the machine-to-machine differences of
-    # a model trained from scratch (a longer schedule left one seed at +17.5: not every run gets there).
+    # A model that has not learned to read the images sits at the baselines' level. The seeds that
+    # found them gave margins of at least +25.8 (README); one in eight never did, and the recipe's
+    # plateau check starts such a run over from the next seed. 20 leaves room for the machine-to-machine
+    # differences of a model trained from scratch (a longer schedule left one seed at +17.5).
     assert all(margin >= 20.0 for margin in closed.values()), closed
     assert "does not beat" not in result.stderr
     if trained:
