@@ -301,3 +301,17 @@ def test_a_tiny_run_still_on_its_plateau_starts_over_from_the_next_seed(tmp_path
     again = tiny_recipe(TrainRequest(recipe="tiny", recipe_version="1", output=out, data=files,
                                      overrides=overrides, progress=False))
     assert again == record and "nothing to train" in capfd.readouterr().err  # the finished folder is recognised
+
+
+def test_without_the_plateau_check_a_plan_has_the_layout_of_one_written_before_it_existed(tmp_path: Path) -> None:
+    """An unfinished run started by an earlier version resumes: its plan has no plateau keys."""
+    from types import SimpleNamespace
+
+    from medmim_eval.training_recipes.sft import plan_of
+
+    request = TrainRequest(recipe="sft-llava", recipe_version="1", output=tmp_path / "out")
+    data = SimpleNamespace(files=[{"path": "a.json", "sha256": "0"}])
+    plain = plan_of(request, "llava", "fmt", build_config({}), data, tmp_path)
+    assert not [key for key in plain["hyperparameters"] if key.startswith("plateau")]
+    guarded = plan_of(request, "llava", "fmt", build_config({"plateau_step": "10"}), data, tmp_path)
+    assert guarded["hyperparameters"]["plateau_step"] == 10 and guarded["hyperparameters"]["plateau_retries"] == 0

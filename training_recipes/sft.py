@@ -157,6 +157,9 @@ def plan_of(request: TrainRequest, family: str, prompt_format: str, config: Trai
     for volatile in ("save_steps", "save_limit", "keep_checkpoints", "logging_steps", "threads", "cache_encoded",
                      "encode_workers"):
         cfg.pop(volatile)
+    if not config.plateau_step:  # no check: the plan of a run started before these options existed still matches
+        for unused in ("plateau_step", "plateau_window", "plateau_loss", "plateau_retries"):
+            cfg.pop(unused)
     return {"recipe": request.recipe, "recipe_version": request.recipe_version, "family": family,
             "prompt_format": prompt_format, "hyperparameters": cfg, "base": str(base.resolve()),
             "data": {f["path"]: f["sha256"] for f in data.files}}
