@@ -65,12 +65,13 @@ VLLM_OPTIONS = SERVE_OPTIONS + (
 ) + _REQUEST
 
 #: What only a server medmim-eval launches uses; refused with ``base_url`` (the running server's own settings apply).
-LAUNCH_ONLY = tuple(o.name for o in SERVE_OPTIONS if o.name not in ("served_name", "max_images")) + ("host", "port")
+LAUNCH_ONLY = tuple(o for o in VLLM_OPTIONS if o.name not in ("served_name", "max_images", "base_url")
+                    and o not in _REQUEST)
 
 
 def launch_only(options: dict[str, str]) -> list[str]:
     """The keys of ``options`` that only shape a launched server (``env.NAME`` included)."""
-    return sorted(k for k in options if k in LAUNCH_ONLY or (k.startswith("env.") and "env.*" in LAUNCH_ONLY))
+    return sorted(k for k in options if any(o.matches(k) for o in LAUNCH_ONLY))
 
 
 #: ``vllm-offline:TARGET,...``: the engine options, ``engine.KEY=JSON``, batching and the image policy.
