@@ -59,7 +59,7 @@ HELP: dict[str, str] = {
     "plateau_window": "steps whose logged losses the plateau check averages",
     "plateau_loss": "the mean loss above which the plateau check stops the run",
     "plateau_retries": "tiny recipe: how many times a run stopped by the plateau check starts over from the next "
-                       "seed (the last one always trains to the end)",
+                       "seed (then the last try trains to the end; with 0 the check's stop is an error)",
     "drop_ability": "ablation: leave out one ability (temporal, reasoning, comparison, co-reference)",
     "fraction": "ablation: keep this share of the data (0.25, 0.5, 0.75, 1.0), drawn with the seed",
     "composed": "ablation: false leaves out the composed set (items whose source tag contains 'composed')",

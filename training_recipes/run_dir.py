@@ -108,6 +108,12 @@ def finish_folder(folder: Path, lineage: dict[str, Any], keep_checkpoints: bool)
     _write_json(folder / LINEAGE, {"version": LINEAGE_VERSION, **lineage})
 
 
+def add_to_lineage(folder: Path, extra: dict[str, Any]) -> None:
+    """Add ``extra`` to a finished folder's lineage file (written whole again, atomically)."""
+    path = folder / LINEAGE
+    _write_json(path, {**json.loads(path.read_text(encoding="utf-8")), **extra})
+
+
 def declare_format(folder: Path, prompt_format: str) -> None:
     """Add ``medmim_prompt_format`` to config.json, so ``hf-llava:``/``vllm:`` pick the trained format."""
     path = folder / "config.json"

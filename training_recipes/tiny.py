@@ -120,9 +120,10 @@ class TinyRecipe:
         """Train; a run the plateau check stops (it has not started to learn by ``plateau_step``)
         starts over from the next seed, up to ``plateau_retries`` times; the last try trains to the
         end. A killed run resumes the try it was on."""
+        from medmim_eval.training_recipes import run_dir
         from medmim_eval.training_recipes.options import build_config
         from medmim_eval.training_recipes.plateau import TrainingPlateau
-        from medmim_eval.training_recipes.sft import say
+        from medmim_eval.training_recipes.sft import process_state, say
 
         data = request.data or self.default_data(request)
         config = build_config(request.overrides, tiny_defaults())
@@ -146,7 +147,9 @@ class TinyRecipe:
                 continue
             if index and "plateau_restarts" not in lineage:  # (a finished folder's lineage has it already)
                 lineage["plateau_restarts"] = {"seeds": seeds[:index], "stopped": stopped}
-                _rewrite_lineage(request.output, lineage)
+                if process_state().is_main_process:
+                    run_dir.add_to_lineage(request.output.expanduser().resolve(),
+                                           {"plateau_restarts": lineage["plateau_restarts"]})
             return lineage
         raise AssertionError("the last try has no plateau check")  # pragma: no cover
 
@@ -190,16 +193,6 @@ def _try_in_folder(output: Path, seeds: list[int]) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         return 0
     return seeds.index(seed) if seed in seeds else 0
-
-
-def _rewrite_lineage(output: Path, lineage: dict[str, Any]) -> None:
-    from medmim_eval.training_recipes import run_dir
-
-    path = output.expanduser().resolve() / run_dir.LINEAGE
-    if path.is_file():
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(lineage, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
 
 
 tiny_recipe = TinyRecipe()
