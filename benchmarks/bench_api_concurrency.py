@@ -156,12 +156,13 @@ def harness_run(url: str, data: DataPaths, tmp: Path, concurrency: int, extra: d
 
 
 def machine_info() -> dict[str, Any]:
-    import openai
     from PIL import Image
+
+    from medmim_eval.adapters.openai.http_client import httpx_module
 
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {"cpu_count": os.cpu_count(), "cpus_usable": affinity, "python": sys.version.split()[0],
-            "platform": platform.platform(), "openai": openai.__version__, "pillow": Image.__version__,
+            "platform": platform.platform(), "http_client": f"{httpx_module().__name__} {httpx_module().__version__}", "pillow": Image.__version__,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
 

@@ -311,20 +311,45 @@ def test_answers_a_retry_cannot_change_are_one_clear_error_at_once(server: FakeO
     assert len(server.chat_requests()) == 2
 
 
-def test_a_served_run_needs_httpx_not_the_openai_sdk(server: FakeOpenAIServer, tmp_path: Path) -> None:
-    """The SDK costs ~0.3 s of import and ~0.4 ms of CPU per request, for nothing the adapter uses."""
+@pytest.mark.parametrize("sdk", ["broken", "absent"])
+@pytest.mark.parametrize("adapter", ["openai", "vllm"])
+def test_a_served_run_needs_httpx_not_the_openai_sdk(server: FakeOpenAIServer, tmp_path: Path, adapter: str,
+                                                     sdk: str) -> None:
+    """The SDK costs ~0.3 s of import and ~0.4 ms of CPU per request, for nothing the adapters use: a run
+    neither imports it ("broken": importing it fails) nor asks for it ("absent": not installed at all)."""
     site = tmp_path / "site"
-    (site / "openai").mkdir(parents=True)
-    (site / "openai" / "__init__.py").write_text("raise ImportError('the openai SDK must not be imported by a run')\n")
+    if sdk == "broken":
+        (site / "openai").mkdir(parents=True)
+        (site / "openai" / "__init__.py").write_text("raise ImportError('the openai SDK must not be imported by a run')\n")
+    else:  # importlib.util.find_spec("openai") is None, as where the package was never installed
+        site.mkdir()
+        (site / "sitecustomize.py").write_text("import sys\nsys.modules['openai'] = None\n")
     task = _task(tmp_path, ["Fine?", "Again? [[fault=500*1]]"])
     out = tmp_path / "run"
-    result = run_cli("run", "--models", f"openai:test-model,base_url={server.url},backoff=0.05", "--tasks", str(task),
+    result = run_cli("run", "--models", f"{adapter}:test-model,base_url={server.url},backoff=0.05", "--tasks", str(task),
                      "--output", str(out), "--no-cache", "--quiet", pythonpath=[site], subprocess_=True)
     assert result.returncode == 0, result.stderr
     records = _records(out)
     assert len(records) == 2 and all(r["correct"] and not r["error"] for r in records)
     assert sorted(r["sent"]["attempts"] for r in records) == [1, 2]
     assert "must not be imported" not in result.stderr
+
+
+@pytest.mark.parametrize("adapter", ["openai", "vllm"])
+def test_without_an_http_client_the_check_names_the_extra(monkeypatch: pytest.MonkeyPatch, adapter: str) -> None:
+    import importlib.util
+
+    from medmim_eval.adapters.openai.plugin import check_openai
+    from medmim_eval.adapters.vllm.adapter import check_vllm
+
+    check = {"openai": check_openai, "vllm": check_vllm}[adapter]
+    options = {"base_url": "http://127.0.0.1:9/v1"}
+    assert check("test-model", options) is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("httpx", "httpx2") else real(name, *a))
+    problem = check("test-model", options)
+    assert problem and "httpx" in problem and "pip install 'medmim-eval[openai]'" in problem
 
 
 def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -144,10 +144,17 @@ class Served:
     pgid: int
 
 
+def _needs_http_client() -> None:
+    from medmim_eval.adapters.openai.http_client import httpx_installed
+
+    if not httpx_installed():
+        pytest.skip("the vllm adapter talks to its server over httpx (medmim-eval[openai])")
+
+
 @pytest.fixture(scope="class")
 def served(engine: Engine, tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A server started (and at the end stopped with Ctrl-C) by ``medmim-eval serve``."""
-    pytest.importorskip("openai", reason="the vllm adapter needs the openai client (medmim-eval[openai])")
+    _needs_http_client()
     folder = tmp_path_factory.mktemp("serve")
     env = {**os.environ, **engine.cli_env(), "MEDMIM_CACHE_DIR": str(folder)}
     with open(folder / "serve.err", "w") as err:
@@ -291,7 +298,7 @@ def test_offline_engine_through_the_worker(engine: Engine, tiny: Path, tmp_path:
 
 
 def test_launched_server_dies_with_a_killed_harness_and_the_run_resumes(engine: Engine, tiny: Path, tmp_path: Path) -> None:
-    pytest.importorskip("openai", reason="the vllm adapter needs the openai client (medmim-eval[openai])")
+    _needs_http_client()
     engine = engine.as_shipped()  # every process of the engine must die with the harness
     out, err_path = tmp_path / "run", tmp_path / "first.err"
     args = ["run", "--models", f"vllm:{tiny},{TINY},label=tiny-launched", "--tasks", "synth-comparison", "--limit", "40",
@@ -322,7 +329,7 @@ def test_launched_server_dies_with_a_killed_harness_and_the_run_resumes(engine: 
 
 
 def test_a_model_vllm_cannot_load_fails_with_the_server_log(engine: Engine, tiny: Path, tmp_path: Path) -> None:
-    pytest.importorskip("openai", reason="the vllm adapter needs the openai client (medmim-eval[openai])")
+    _needs_http_client()
     from medmim_eval.adapter import AdapterContext
     from medmim_eval.adapters.vllm.adapter import make_vllm
     from medmim_eval.errors import MedmimError

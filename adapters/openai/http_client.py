@@ -12,6 +12,7 @@ The key goes in the ``Authorization`` header only; it is never part of a message
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from typing import Any, Mapping
@@ -25,6 +26,14 @@ def account_headers() -> dict[str, str]:
     """``OpenAI-Organization`` and ``OpenAI-Project`` from ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID``,
     where set (a key shared by several organizations or projects bills the one named)."""
     return {header: os.environ[env].strip() for env, header in ACCOUNT_HEADERS.items() if os.environ.get(env, "").strip()}
+
+
+def httpx_installed() -> bool:
+    """Whether ``httpx2`` or ``httpx`` can be imported, without importing either (a prerequisite check).
+
+    Only the client is needed, not the ``openai`` SDK: ``pip install 'medmim-eval[openai]'`` brings it,
+    as does ``vllm`` (through its own ``openai`` dependency)."""
+    return any(importlib.util.find_spec(name) is not None for name in ("httpx2", "httpx"))
 
 
 def httpx_module() -> Any:

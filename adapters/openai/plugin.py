@@ -40,12 +40,12 @@ its own (the ``openai`` SDK, which brings ``httpx``, is not imported); ``OPENAI_
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from medmim_eval.adapter_options import AdapterOption, known_names, options_problem
+from medmim_eval.adapters.openai.http_client import httpx_installed
 from medmim_eval.adapters.openai.image_payload import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE
 from medmim_eval.endpoints import (DEFAULT_KEY_ENV, OPENAI_BASE_URL, OPENAI_HOST, base_urls,  # noqa: F401
                                    host_of, is_local_url)
@@ -53,7 +53,7 @@ from medmim_eval.errors import MedmimError
 from medmim_eval.hookspecs import hookimpl
 from medmim_eval.registry import AdapterEntry, ModelEntry
 
-INSTALL_HINT = "the openai backend is not installed: pip install 'medmim-eval[openai]'"
+INSTALL_HINT = "the openai adapter's HTTP client (httpx) is not installed: pip install 'medmim-eval[openai]'"
 
 
 def api_key_env(options: dict[str, str]) -> str:
@@ -131,7 +131,7 @@ def check_openai(target: str | None, options: dict[str, str]) -> str | None:
     """Why ``openai:TARGET`` cannot run here (one line naming the fix), or None. Imports nothing."""
     if "api_key" in options:
         return "never put the API key in the model spec; export it and pass api_key_env=NAME"
-    if importlib.util.find_spec("openai") is None:
+    if not httpx_installed():
         return INSTALL_HINT
     try:
         urls = base_urls(options)

@@ -22,20 +22,20 @@ so a rerun on another free port resumes the same run.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from medmim_eval.adapter import AdapterContext, GenerationRequest, GenerationResult
 from medmim_eval.adapter_options import options_problem
+from medmim_eval.adapters.openai.http_client import httpx_installed
 from medmim_eval.adapters.vllm.model_registry import EngineSettings, engine_settings, server_args, unservable_reason
 from medmim_eval.adapters.vllm.options import VLLM_OPTIONS, launch_only
 from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
                                               extra_args, launch, launch_env, launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, MissingBackendError
 
-OPENAI_HINT = "the vllm adapter talks to its server through the openai client: pip install 'medmim-eval[openai]'"
+HTTPX_HINT = "the vllm adapter talks to its server over httpx, which is not installed: pip install 'medmim-eval[openai]'"
 _DIGEST_BYTES = 1 << 20
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -55,8 +55,8 @@ def target_problem(target: str | None) -> str | None:
 
 def check_vllm(target: str | None, options: dict[str, str]) -> str | None:
     """Cheap prerequisite check for ``vllm:`` (imports nothing heavy; the launcher probe is cached)."""
-    if importlib.util.find_spec("openai") is None:
-        return OPENAI_HINT
+    if not httpx_installed():
+        return HTTPX_HINT
     declared = options_problem("vllm", VLLM_OPTIONS, options)  # a typo before the launcher probe
     if declared:
         return declared
@@ -215,7 +215,7 @@ def make_vllm(target: str | None, options: dict[str, str], context: AdapterConte
     """The factory registered for ``vllm:``. Raises MedmimError with the fix when it cannot run."""
     reason = check_vllm(target, options)
     if reason:
-        raise (MissingBackendError if reason == OPENAI_HINT else MedmimError)(reason)
+        raise (MissingBackendError if reason == HTTPX_HINT else MedmimError)(reason)
     assert target is not None  # check_vllm names a missing target
     model_id = options.get("label") or f"vllm:{target}"
     return _attach(model_id, target, options) if options.get("base_url") else _launch(model_id, target, options)
