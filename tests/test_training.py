@@ -3,6 +3,7 @@ and a few optimiser steps lowering the loss (real transformers classes on tiny c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,36 @@ def test_the_plateau_check_stops_only_a_run_whose_recent_loss_is_too_high() -> N
     assert run(0.0, steps=(10, 20)).checked is False  # not reached: never checked
 
 
+def test_the_encoding_key_ignores_weights_but_not_the_processor_or_the_data(tmp_path: Path) -> None:
+    from medmim_eval.training_recipes.encoding import EncodedRows, encoding_key, offered_rows, offering
+
+    bases = []
+    for seed in (0, 1):
+        base = tmp_path / f"base{seed}"
+        base.mkdir()
+        (base / "tokenizer.json").write_text('{"model": "bpe"}')
+        (base / "config.json").write_text('{"model_type": "llava"}')
+        (base / "model.safetensors").write_bytes(bytes([seed]) * 64)
+        (base / "medmim_tiny.json").write_text(json.dumps({"seed": seed}))  # a record, not a processor input
+        bases.append(base)
+    files = [{"path": "/d/temporal.json", "sha256": "ab"}]
+
+    def key(base: Path, **change: Any) -> str:
+        args = {"family": "llava", "format_name": "mantis_llama3", "max_length": 1024, "files": files, "ablation": {}}
+        return encoding_key(base, **{**args, **change})
+
+    assert key(bases[0]) == key(bases[1])  # other weights, same tokenizer and processor
+    assert key(bases[0]) != key(bases[0], files=[{"path": "/d/temporal.json", "sha256": "cd"}])
+    assert key(bases[0]) != key(bases[0], ablation={"fraction": 0.5})
+    assert key(bases[0]) != key(bases[0], max_length=512)
+    (bases[1] / "tokenizer.json").write_text('{"model": "bpe", "merges": []}')
+    assert key(bases[0]) != key(bases[1])
+    rows = {0: {"input_ids": [1]}}
+    with offering(EncodedRows(key(bases[0]), rows)):
+        assert offered_rows(key(bases[0])) is rows and offered_rows(key(bases[1])) is None
+    assert offered_rows(key(bases[0])) is None  # only within the block
+
+
 @pytest.mark.slow
 def test_a_tiny_run_still_on_its_plateau_starts_over_from_the_next_seed(tmp_path: Path,
                                                                          capfd: pytest.CaptureFixture[str]) -> None:
@@ -291,6 +322,9 @@ def test_a_tiny_run_still_on_its_plateau_starts_over_from_the_next_seed(tmp_path
     err = capfd.readouterr().err
     assert "tiny: seed 0: the mean loss over steps 1-3 was" in err and "seed=N" not in err
     assert "starting over with seed 1 (try 2 of 2)" in err
+    # try 2's base has other weights but the same tokenizer and processor: the items try 1 encoded are kept
+    kept = re.search(r"tiny: (\d+) of 24 items already encoded by the stopped try", err)
+    assert kept and 6 <= int(kept.group(1)) < 24  # 3 steps of 2, and what the data loader read ahead
     assert record["hyperparameters"]["seed"] == 1 and record["hyperparameters"]["plateau_step"] == 0
     assert record["steps"] == 6  # the last try trains to the end
     restarts = record["plateau_restarts"]

@@ -14,7 +14,13 @@ evaluation ids.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
 
 from medmim_eval.errors import DataError
 from medmim_eval.images import load_llava_padded, load_rgb
@@ -24,6 +30,7 @@ from medmim_eval.training_recipes.data import TrainExample
 
 IGNORE = -100
 FAMILIES = ("llava", "idefics2")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 def load_image(path: str, fmt: PromptFormat, image_processor: Any) -> Any:
@@ -162,9 +169,14 @@ class EncodedDataset:
     """A map-style dataset encoding each example when it is read (images are never all in memory),
     or, with ``cache=True``, once: the encoded example is kept for the next epochs."""
 
-    def __init__(self, examples: list[TrainExample], encoder: ExampleEncoder, cache: bool = False) -> None:
+    def __init__(self, examples: list[TrainExample], encoder: ExampleEncoder, cache: bool = False,
+                 rows: dict[int, dict[str, Any]] | None = None) -> None:
         self.examples, self.encoder = examples, encoder
-        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
+        self._cache: dict[int, dict[str, Any]] | None = (rows if rows is not None else {}) if cache else None
+
+    def cached_rows(self) -> dict[int, dict[str, Any]]:
+        """The rows encoded so far (empty without ``cache=True``)."""
+        return self._cache if self._cache is not None else {}
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -218,3 +230,45 @@ def _start_worker(encoder: ExampleEncoder) -> None:
 def _encode_chunk(examples: list[TrainExample]) -> list[dict[str, Any]]:
     assert _WORKER_ENCODER is not None
     return [{key: value.numpy() for key, value in _WORKER_ENCODER(example).items()} for example in examples]
+
+
+def encoding_key(base: Path, family: str, format_name: str, max_length: int, files: list[Any],
+                 ablation: dict[str, Any]) -> str:
+    """What the encoded rows depend on: every file of the starting checkpoint except its weights and
+    the ``medmim_*`` records (so: tokenizer, processor and configuration files), the format, family and length limit, and the
+    data files with their hashes and the ablation that chose the examples. Two checkpoints built
+    with different seeds but the same tokenizer and processor give the same key."""
+    digest = hashlib.sha256()
+    inputs = (p for p in Path(base).iterdir()
+              if p.is_file() and not p.name.endswith(_WEIGHT_SUFFIXES) and not p.name.startswith("medmim_"))
+    for path in sorted(inputs):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(json.dumps([family, format_name, max_length, files, ablation], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class EncodedRows:
+    """The rows an :class:`EncodedDataset` encoded, and the :func:`encoding_key` they were encoded under."""
+    key: str
+    rows: dict[int, dict[str, Any]]
+
+
+_OFFERED: contextvars.ContextVar[EncodedRows | None] = contextvars.ContextVar("medmim_encoded_rows", default=None)
+
+
+@contextlib.contextmanager
+def offering(encoded: EncodedRows | None) -> Iterator[None]:
+    """Within the block, a dataset whose key matches takes these rows instead of encoding again (a
+    recipe starting a stopped run over on the same data and processor)."""
+    token = _OFFERED.set(encoded)
+    try:
+        yield
+    finally:
+        _OFFERED.reset(token)
+
+
+def offered_rows(key: str) -> dict[int, dict[str, Any]] | None:
+    """The rows :func:`offering` holds for ``key``, or None."""
+    encoded = _OFFERED.get()
+    return encoded.rows if encoded is not None and encoded.key == key else None

@@ -18,6 +18,7 @@ class TrainingPlateau(MedmimError):
     """The loss was still on its plateau at the check: ``summary`` says so, ``record`` is for the lineage."""
 
     def __init__(self, seed: int, step: int, window: int, mean_loss: float, limit: float) -> None:
+        self.encoded: Any = None  # the stopped run's encoded rows (an EncodedRows), for the next try
         self.record = {"seed": seed, "stopped_at_step": step, "mean_loss": round(mean_loss, 4), "plateau_loss": limit}
         self.summary = (f"seed {seed}: the mean loss over steps {max(1, step - window + 1)}-{step} was {mean_loss:.4f}, "
                         f"above plateau_loss={limit}: the model has not started to learn")

@@ -202,9 +202,10 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
     from transformers import PrinterCallback, set_seed
     from transformers.utils import logging as hf_logging
 
-    from medmim_eval.training_recipes.encoding import Collator, EncodedDataset, ExampleEncoder
+    from medmim_eval.training_recipes.encoding import (Collator, EncodedDataset, EncodedRows, ExampleEncoder,
+                                                       encoding_key, offered_rows)
     from medmim_eval.training_recipes.export import save_model
-    from medmim_eval.training_recipes.plateau import check_stopped, plateau_callback
+    from medmim_eval.training_recipes.plateau import TrainingPlateau, check_stopped, plateau_callback
     from medmim_eval.training_recipes.progress import TrainingProgress
     from medmim_eval.training_recipes.trainer import MedmimTrainer
 
@@ -219,12 +220,17 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
     tokenizer = processor.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     limit = config.max_length or int(getattr(model.config.get_text_config(), "max_position_embeddings", 0) or 0)
-    dataset = EncodedDataset(data.examples, ExampleEncoder(processor, fmt, family, limit), cache=config.cache_encoded)
+    key = encoding_key(base, family, fmt.name, limit, data.files, data.ablation) if config.cache_encoded else ""
+    reused = offered_rows(key) if key else None
+    dataset = EncodedDataset(data.examples, ExampleEncoder(processor, fmt, family, limit), cache=config.cache_encoded,
+                             rows=reused)
     per_epoch = steps_per_epoch(len(dataset), config.batch_size, processes, config.grad_accum)
     total = config.max_steps if config.max_steps > 0 else math.ceil(config.epochs * per_epoch)
     say(f"{request.recipe}: {len(dataset)} items from {len(data.files)} file(s), {processes} process(es), "
         f"{per_epoch} optimiser steps per epoch, {total} in all"
         + (f"; resuming from {resume}" if resume else ""))
+    if reused is not None:
+        say(f"{request.recipe}: {len(reused)} of {len(dataset)} items already encoded by the stopped try")
     if config.cache_encoded and config.encode_workers > 1 and processes == 1:
         if encodes_ahead(len(dataset), total, config):
             encode_ahead(request.recipe, dataset, config.encode_workers)
@@ -240,7 +246,11 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
                             data_collator=Collator(pad_id, family), callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # TrainingProgress reports the loss
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    check_stopped(check, config.seed)  # a run that has not learned is not saved as a model
+    try:
+        check_stopped(check, config.seed)  # a run that has not learned is not saved as a model
+    except TrainingPlateau as exc:
+        exc.encoded = EncodedRows(key, dataset.cached_rows()) if key else None
+        raise
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     lineage = {
         "recipe": request.recipe, "recipe_version": request.recipe_version, "family": family,

@@ -121,6 +121,7 @@ class TinyRecipe:
         starts over from the next seed, up to ``plateau_retries`` times; the last try trains to the
         end. A killed run resumes the try it was on."""
         from medmim_eval.training_recipes import run_dir
+        from medmim_eval.training_recipes.encoding import offering
         from medmim_eval.training_recipes.options import build_config
         from medmim_eval.training_recipes.plateau import TrainingPlateau
         from medmim_eval.training_recipes.sft import process_state, say
@@ -130,6 +131,7 @@ class TinyRecipe:
         seeds = [config.seed + k for k in range(config.plateau_retries + 1)]
         first = _try_in_folder(request.output, seeds)
         stopped: list[dict[str, Any]] = []
+        encoded = None  # a stopped try's encoded examples: the next try trains on the same ones
         for index in range(first, len(seeds)):
             overrides = dict(request.overrides)
             if index:
@@ -138,10 +140,12 @@ class TinyRecipe:
                 overrides["plateau_step"] = "0"  # the last try trains to the end whatever its loss
             restart = request.restart if index == first else True  # the folder holds the stopped try
             try:
-                lineage = self._train(TrainRequest(**{**request.__dict__, "data": data, "overrides": overrides,
-                                                      "restart": restart}), seeds[index])
+                with offering(encoded):
+                    lineage = self._train(TrainRequest(**{**request.__dict__, "data": data, "overrides": overrides,
+                                                          "restart": restart}), seeds[index])
             except TrainingPlateau as exc:
                 stopped.append(exc.record)
+                encoded, exc.encoded = exc.encoded, None
                 say(f"{request.recipe}: {exc.summary}; starting over with seed {seeds[index + 1]} "
                     f"(try {index + 2} of {len(seeds)})")
                 continue
