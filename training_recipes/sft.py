@@ -231,7 +231,8 @@ def _train(request: TrainRequest, family: str, fmt: Any, config: TrainConfig, da
         + (f"; resuming from {resume}" if resume else ""))
     if reused is not None:
         say(f"{request.recipe}: {len(reused)} of {len(dataset)} items already encoded by the stopped try")
-    if config.cache_encoded and config.encode_workers > 1 and processes == 1:
+    missing = len(dataset) - len(dataset.cached_rows())
+    if config.cache_encoded and config.encode_workers > 1 and processes == 1 and missing:
         if encodes_ahead(len(dataset), total, config):
             encode_ahead(request.recipe, dataset, config.encode_workers)
         else:
@@ -288,7 +289,7 @@ def encode_ahead(recipe: str, dataset: Any, workers: int) -> None:
     from concurrent.futures.process import BrokenProcessPool
 
     clock = time.monotonic()
-    say(f"{recipe}: encoding {len(dataset)} items in {workers} processes")
+    say(f"{recipe}: encoding {len(dataset) - len(dataset.cached_rows())} items in {workers} processes")
     try:
         dataset.encode_all(workers)
     except (BrokenProcessPool, OSError) as exc:
