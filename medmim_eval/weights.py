@@ -6,6 +6,7 @@ the model's name or the last part of its hub id, or a complete snapshot in the H
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import yaml
 from medmim_eval.datadir import default_config_path
 
 WEIGHTS_DIR_ENV = "MEDMIM_WEIGHTS_DIR"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_DIGEST_BYTES = 1 << 20
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -90,3 +93,21 @@ def find_weights(model: str, hub_id: str | None) -> tuple[Path | None, str]:
             return snapshot, "Hugging Face cache"
         looked.append(f"the Hugging Face cache ({hub_id})")
     return None, "; ".join(looked)
+
+
+def weights_digest(folder: Path) -> str | None:
+    """SHA-256 over config.json and, per weight file, its name, size and first and last MiB (None
+    without a config.json). Cheap (reads ~2 MiB per file) yet changes when a checkpoint is retrained
+    or re-exported; the same wherever the folder lies."""
+    if not (folder / "config.json").is_file():
+        return None
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for path in sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(_DIGEST_BYTES))
+            if size > 2 * _DIGEST_BYTES:
+                handle.seek(size - _DIGEST_BYTES)
+                digest.update(handle.read(_DIGEST_BYTES))
+    return digest.hexdigest()

@@ -34,10 +34,9 @@ from medmim_eval.adapters.vllm.options import VLLM_OPTIONS, launch_only
 from medmim_eval.adapters.vllm.server import (DEFAULT_STARTUP_TIMEOUT_S, LaunchSpec, ServerProcess, describe_server,
                                               extra_args, launch, launch_env, launcher_python, vllm_missing)
 from medmim_eval.errors import MedmimError, MissingBackendError
+from medmim_eval.weights import weights_digest
 
 HTTPX_HINT = "the vllm adapter talks to its server over httpx, which is not installed: pip install 'medmim-eval[openai]'"
-_DIGEST_BYTES = 1 << 20
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def is_local_target(target: str) -> bool:
@@ -85,25 +84,6 @@ def remote_vllm(target: str | None, options: dict[str, str]) -> str | None:
     from medmim_eval.adapters.openai.plugin import remote_openai
 
     return remote_openai(target, options)
-
-
-def weights_digest(folder: Path) -> str | None:
-    """SHA-256 over config.json and, per weight file, its name, size and first and last MiB.
-
-    Cheap (reads ~2 MiB per file) yet changes when a checkpoint is retrained or re-exported.
-    """
-    if not (folder / "config.json").is_file():
-        return None
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for path in sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()):
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}".encode())
-        with open(path, "rb") as handle:
-            digest.update(handle.read(_DIGEST_BYTES))
-            if size > 2 * _DIGEST_BYTES:
-                handle.seek(size - _DIGEST_BYTES)
-                digest.update(handle.read(_DIGEST_BYTES))
-    return digest.hexdigest()
 
 
 def model_identity(target: str, settings: EngineSettings | None) -> dict[str, Any]:
