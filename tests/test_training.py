@@ -349,3 +349,35 @@ def test_without_the_plateau_check_a_plan_has_the_layout_of_one_written_before_i
     assert not [key for key in plain["hyperparameters"] if key.startswith("plateau")]
     guarded = plan_of(request, "llava", "fmt", build_config({"plateau_step": "10"}), data, tmp_path)
     assert guarded["hyperparameters"]["plateau_step"] == 10 and guarded["hyperparameters"]["plateau_retries"] == 0
+
+
+def test_a_moved_folder_resumes_but_other_contents_are_refused(tmp_path: Path) -> None:
+    """Plans compare the data by hash and the base by its digest, not by path (a moved cache folder)."""
+    from medmim_eval.training_recipes import run_dir
+
+    def plan(root: str, digest: str | None = "d1", sha: str = "s1") -> dict[str, Any]:
+        out: dict[str, Any] = {"recipe": "tiny", "hyperparameters": {"lr": 0.1}, "base": f"{root}/base",
+                               "data": {f"{root}/synth/temporal.json": sha, f"{root}/synth/reasoning.json": "s2"}}
+        if digest is not None:
+            out["base_digest"] = digest
+        return out
+
+    def folder(written: dict[str, Any]) -> Path:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        (out / "checkpoint-10").mkdir(parents=True)
+        (out / "checkpoint-10" / "trainer_state.json").write_text("{}")
+        (out / run_dir.PLAN).write_text(json.dumps({"plan": written, "resumes": []}))
+        return out
+
+    moved = folder(plan("/old"))
+    assert run_dir.prepare_folder(moved, plan("/new"), False, True) == (moved / "checkpoint-10", False)
+    with pytest.raises(MedmimError, match=r"base_digest: 'd1' -> 'd2'.*--restart to start over \(medmim-eval demo: --retrain\)"):
+        run_dir.prepare_folder(folder(plan("/old")), plan("/old", digest="d2"), False, True)
+    with pytest.raises(MedmimError, match=r"data: \['temporal.json s1', 'reasoning.json s2'\] -> \['temporal.json s9'"):
+        run_dir.prepare_folder(folder(plan("/old")), plan("/new", sha="s9"), False, True)
+    # A plan written before base_digest existed has only the base's path to go by.
+    old_layout = folder(plan("/old", digest=None))
+    assert run_dir.prepare_folder(old_layout, plan("/old"), False, True)[0] == old_layout / "checkpoint-10"
+    with pytest.raises(MedmimError, match="base: '/old/base' -> '/new/base'"):
+        run_dir.prepare_folder(folder(plan("/old", digest=None)), plan("/new"), False, True)
+

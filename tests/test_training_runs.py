@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,8 +60,15 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     finally:
         proc.wait()
     assert not (killed / "medmim_lineage.json").exists(), "the run ended before it was killed"
-    resumed = subprocess.run([CLI, *train_args(data, base, killed, *settings)], env=env(), capture_output=True,
-                             text=True, timeout=600)
+    # Before resuming, everything moves (as a cache folder that has moved): the data, the base, the run.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(tmp_path / "synth", moved / "synth")
+    shutil.move(killed, moved / "killed")
+    shutil.copytree(base, moved / "base")
+    data, killed = [moved / "synth" / p.relative_to(tmp_path / "synth") for p in data], moved / "killed"
+    resumed = subprocess.run([CLI, *train_args(data, moved / "base", killed, *settings)], env=env(),
+                             capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {killed}/checkpoint-" in resumed.stderr
     record = lineage(killed)

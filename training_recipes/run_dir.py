@@ -8,7 +8,10 @@ Layout of ``--output DIR``::
 
 Resume is automatic: rerunning the same command on a folder with checkpoints continues from the
 last complete one (a checkpoint is complete once its ``trainer_state.json`` is written, the
-Trainer's last step). A different plan is refused; ``--restart`` starts the folder over.
+Trainer's last step). A different plan is refused; ``--restart`` starts the folder over. Plans are
+compared by content, not by where things lie: the data files by their hashes in order, the base by
+its ``base_digest`` (config and weights; plans written before it existed compare the base's path),
+so a folder moved with its data and base (a cache folder that has moved) still resumes.
 """
 from __future__ import annotations
 
@@ -54,6 +57,18 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return out
 
 
+def _comparable(plan: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``plan`` as compared with ``other`` (see the module docstring)."""
+    out = dict(plan)
+    if out.get("base_digest") and other.get("base_digest"):
+        out.pop("base", None)
+    else:  # a plan from before base_digest: the path is all there is to compare
+        out.pop("base_digest", None)
+    if isinstance(out.get("data"), dict):
+        out["data"] = [f"{Path(path).name} {sha}" for path, sha in out["data"].items()]
+    return out
+
+
 def prepare_folder(folder: Path, plan: dict[str, Any], restart: bool, is_main: bool) -> tuple[Path | None, bool]:
     """Decide how to use ``folder``: (checkpoint to resume from or None, already finished).
 
@@ -68,15 +83,18 @@ def prepare_folder(folder: Path, plan: dict[str, Any], restart: bool, is_main: b
                 shutil.rmtree(folder)
         else:
             old = json.loads(plan_file.read_text(encoding="utf-8"))
-            changed = _differences(old.get("plan", {}), plan)
+            before = old.get("plan", {})
+            changed = _differences(_comparable(before, plan), _comparable(plan, before))
             if (folder / LINEAGE).is_file():
                 if changed:
                     raise MedmimError(f"{folder} already holds a model trained with other settings "
-                                      f"({'; '.join(changed[:4])}); choose another --output or pass --restart")
+                                      f"({'; '.join(changed[:4])}); choose another --output or pass --restart "
+                                      "(medmim-eval demo: --retrain)")
                 return None, True
             if changed:
                 raise MedmimError(f"{folder} holds an unfinished run with other settings ({'; '.join(changed[:4])}); "
-                                  "rerun with the same settings to resume, or pass --restart to start over")
+                                  "rerun with the same settings to resume, or pass --restart to start over "
+                                  "(medmim-eval demo: --retrain)")
             complete = [(step, path) for step, path, ok in checkpoints(folder) if ok]
             last = complete[-1] if complete else None
             if is_main:

@@ -152,7 +152,9 @@ def training_arguments(output: Path, config: TrainConfig) -> Any:
 
 def plan_of(request: TrainRequest, family: str, prompt_format: str, config: TrainConfig, data: TrainData,
             base: Path) -> dict[str, Any]:
-    """What must match for a folder's checkpoints to be resumed."""
+    """What must match for a folder's checkpoints to be resumed (compared by content: see run_dir)."""
+    from medmim_eval.weights import weights_digest
+
     cfg = config.to_dict()
     for volatile in ("save_steps", "save_limit", "keep_checkpoints", "logging_steps", "threads", "cache_encoded",
                      "encode_workers"):
@@ -162,7 +164,7 @@ def plan_of(request: TrainRequest, family: str, prompt_format: str, config: Trai
             cfg.pop(unused)
     return {"recipe": request.recipe, "recipe_version": request.recipe_version, "family": family,
             "prompt_format": prompt_format, "hyperparameters": cfg, "base": str(base.resolve()),
-            "data": {f["path"]: f["sha256"] for f in data.files}}
+            "base_digest": weights_digest(base), "data": {f["path"]: f["sha256"] for f in data.files}}
 
 
 def run_sft(request: TrainRequest, family: str, defaults: dict[str, Any] | None = None,
