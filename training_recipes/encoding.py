@@ -30,7 +30,6 @@ from medmim_eval.training_recipes.data import TrainExample
 
 IGNORE = -100
 FAMILIES = ("llava", "idefics2")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 def load_image(path: str, fmt: PromptFormat, image_processor: Any) -> Any:
@@ -235,12 +234,14 @@ def _encode_chunk(examples: list[TrainExample]) -> list[dict[str, Any]]:
 def encoding_key(base: Path, family: str, format_name: str, max_length: int, files: list[Any],
                  ablation: dict[str, Any]) -> str:
     """What the encoded rows depend on: every file of the starting checkpoint except its weights and
-    the ``medmim_*`` records (so: tokenizer, processor and configuration files), the format, family and length limit, and the
-    data files with their hashes and the ablation that chose the examples. Two checkpoints built
-    with different seeds but the same tokenizer and processor give the same key."""
+    the ``medmim_*`` records (so: tokenizer, processor and configuration files), the format, family
+    and length limit, and the data files with their hashes and the ablation that chose the examples.
+    Two checkpoints built with different seeds but the same tokenizer and processor give the same key."""
+    from medmim_eval.weights import WEIGHT_SUFFIXES
+
     digest = hashlib.sha256()
     inputs = (p for p in Path(base).iterdir()
-              if p.is_file() and not p.name.endswith(_WEIGHT_SUFFIXES) and not p.name.startswith("medmim_"))
+              if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("medmim_"))
     for path in sorted(inputs):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(json.dumps([family, format_name, max_length, files, ablation], sort_keys=True, default=str).encode())
