@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from vllm_cpu_tool import TOOL  # where the serving benchmarks look by default
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-VLLM_TOOL = ROOT.parent / "shared" / "tools" / "vllm-cpu"  # where bench_vllm_throughput.py looks
 
 # script -> (needs the real data, needs the vLLM CPU tool, what its table or ratio line prints)
 SCRIPTS = {
@@ -57,8 +57,8 @@ def test_quick_mode_runs_offline(script: str, request: pytest.FixtureRequest) ->
     extra = ["--data-dir", str(request.getfixturevalue("shared_data"))] if needs_data else []
     if script in NEEDS_MODULE:
         pytest.importorskip(NEEDS_MODULE[script], reason=f"{script} times the {NEEDS_MODULE[script]} executor")
-    if needs_vllm and not VLLM_TOOL.is_file():
-        pytest.skip(f"{VLLM_TOOL} is absent (the vLLM CPU engine)")
+    if needs_vllm and not TOOL.is_file():
+        pytest.skip(f"{TOOL} is absent (the vLLM CPU engine)")
     # bench_backends' offline engine with its core in one process, as the vLLM tests start theirs
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if script == "bench_backends.py" else {}
     check_quick_run(script, extra, env)
